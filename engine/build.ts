@@ -1,0 +1,405 @@
+// Runs a build graph: computes each step's cache key once its inputs are known, reuses the
+// stored result when there is one, otherwise runs the step in a private scratch directory
+// and stores what it made. Independent branches run concurrently (p-queue).
+
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
+import PQueue from "p-queue";
+import { CorruptContentError, StepError, StepFailure, errorMessage, formatLocation } from "./errors.js";
+import type { EventSink, StepStatus } from "./events.js";
+import type { BuildGraph, PlannedStep } from "./graph.js";
+import { KEY_SCHEMA, cacheKeyOf, sha256Hex, type CacheKey, type Digest, type Json, type Preimage } from "./key.js";
+import { Fingerprinter, type Fingerprint } from "./fingerprint.js";
+import { UnsafeArchiveError } from "./layers/import.js";
+import { Layers, type LayerRef } from "./rootfs.js";
+import { StepRunner } from "./step-runner.js";
+import { Store, ownerPid } from "./store.js";
+import { haveAttrTools } from "./layers/host-metadata.js";
+import { MissingToolError, ToolVersions } from "./tools.js";
+import type { Arch, ToolSpec } from "./types.js";
+import { writeTargets } from "./outputs.js";
+
+export type StoredArtifact = { kind: "rootfs"; digest: Digest; layers: LayerRef[] } | { kind: "blob"; digest: Digest; size: number };
+
+export interface ActionRecord {
+  schema: 1;
+  key: CacheKey;
+  kind: string;
+  stepId: string;
+  preimage: Preimage;
+  createdAt: string;
+  ms: number;
+  outputs: Record<string, StoredArtifact>;
+}
+
+export interface HistoryRecord {
+  key: CacheKey;
+  preimage: Preimage;
+  /** Where each input came from, for explain. */
+  inputSteps: string[];
+  /** Host paths as the user wrote them, for explain. */
+  hostPaths: Record<string, string | string[]>;
+}
+
+export interface BuildSettings {
+  configFile: string;
+  cacheDir: string;
+  outDir: string;
+  jobs: number;
+  sourceDateEpoch: number;
+  arch: Arch;
+  keepGoing: boolean;
+  /** Print step logs as they come. */
+  verbose: boolean;
+}
+
+export interface BuildResult {
+  ok: boolean;
+  outputs: Record<string, string>;
+  /** Exit status per the contract: 0 ok, 1 a step failed. */
+  exitCode: 0 | 1;
+}
+
+interface StepOutcome {
+  status: StepStatus | "skipped";
+  outputs?: Record<string, StoredArtifact>;
+  key?: CacheKey;
+  record?: ActionRecord;
+}
+
+/** Step options with host paths resolved and fingerprinted, ready for keys. */
+export interface PreparedStep {
+  step: PlannedStep;
+  options: Record<string, unknown>;
+  optionsForKey: Json;
+  tools: Record<string, string>;
+  hostPaths: Record<string, string | string[]>;
+}
+
+/** Everything a build shares: the store, layer handling, memos. */
+export class BuildContext {
+  readonly store: Store;
+  readonly layers: Layers;
+  readonly fingerprints: Fingerprinter;
+  readonly tools: ToolVersions;
+  readonly asRoot = process.getuid?.() === 0;
+  readonly scope: string;
+
+  constructor(readonly settings: BuildSettings) {
+    this.store = Store.open(settings.cacheDir);
+    mkdirSync(join(settings.cacheDir, "memo"), { recursive: true });
+    this.layers = new Layers(this.store, this.asRoot, haveAttrTools());
+    this.fingerprints = new Fingerprinter(join(settings.cacheDir, "memo", "fingerprints.json"));
+    this.tools = new ToolVersions(join(settings.cacheDir, "memo", "tools.json"));
+    this.scope = sha256Hex(resolve(settings.configFile)).slice(0, 16);
+    cleanStaleScratch(settings.cacheDir);
+  }
+
+  saveMemos(): void {
+    this.fingerprints.save();
+    this.tools.save();
+  }
+
+  historyKey(stepId: string): string {
+    return `osbuild:history:${this.scope}:${stepId}`;
+  }
+
+  /** Resolves host paths against the config's directory and fingerprints them. */
+  prepare(step: PlannedStep): PreparedStep {
+    const spec = step.node.spec;
+    const configDir = resolve(this.settings.configFile, "..");
+    const options: Record<string, unknown> = { ...step.node.options };
+    const optionsForKey: Record<string, unknown> = { ...step.node.options };
+    const hostPaths: Record<string, string | string[]> = {};
+    for (const name of spec.hostPaths ?? []) {
+      const value = options[name];
+      if (value === undefined) continue;
+      const fingerprintOf = (path: string): Fingerprint => {
+        const absolute = resolve(configDir, path);
+        try {
+          return this.fingerprints.fingerprint(absolute);
+        } catch (error) {
+          const missing = (error as NodeJS.ErrnoException).code === "ENOENT";
+          throw new StepError(
+            `option '${name}': ${missing ? `${absolute} does not exist` : errorMessage(error)}`,
+            step.id,
+            missing ? `create it, or change the path at ${formatLocation(step.node.location) || "the config"}` : undefined,
+          );
+        }
+      };
+      if (Array.isArray(value)) {
+        hostPaths[name] = value as string[];
+        options[name] = (value as string[]).map((path) => resolve(configDir, path));
+        optionsForKey[name] = (value as string[]).map((path) => fingerprintOf(path));
+      } else {
+        hostPaths[name] = value as string;
+        options[name] = resolve(configDir, value as string);
+        optionsForKey[name] = fingerprintOf(value as string);
+      }
+    }
+    const toolSpecs: readonly ToolSpec[] = typeof spec.tools === "function" ? spec.tools(step.node.options) : (spec.tools ?? []);
+    const tools: Record<string, string> = {};
+    for (const tool of toolSpecs) {
+      try {
+        tools[tool.command] = this.tools.version(tool);
+      } catch (error) {
+        if (error instanceof MissingToolError) throw new StepError(error.message, step.id, error.hint);
+        throw error;
+      }
+    }
+    return { step, options, optionsForKey: JSON.parse(JSON.stringify(optionsForKey)) as Json, tools, hostPaths };
+  }
+
+  preimageOf(prepared: PreparedStep, inputs: readonly StoredArtifact[]): Preimage {
+    const spec = prepared.step.node.spec;
+    return {
+      schema: KEY_SCHEMA,
+      kind: spec.kind,
+      version: spec.version,
+      arch: this.settings.arch,
+      sourceDateEpoch: this.settings.sourceDateEpoch,
+      options: prepared.optionsForKey,
+      inputs: inputs.map((input) => (input.kind === "rootfs" ? { kind: "rootfs", digest: input.digest } : { kind: "blob", digest: input.digest })),
+      tools: prepared.tools,
+    };
+  }
+
+  /** The stored result of `key`, if all of its content is still there. */
+  async lookupAction(key: CacheKey): Promise<ActionRecord | undefined> {
+    let found;
+    try {
+      found = await this.store.getJson<ActionRecord>(`osbuild:action:${key}`);
+    } catch (error) {
+      if (!(error instanceof CorruptContentError)) throw error;
+      await this.store.removeContent(error.digest);
+      return undefined;
+    }
+    if (!found) return undefined;
+    for (const output of Object.values(found.value.outputs)) {
+      const present = output.kind === "rootfs" ? output.layers.every((layer) => this.layers.hasLayer(layer)) : this.store.hasContent(output.digest);
+      if (!present) return undefined;
+    }
+    return found.value;
+  }
+}
+
+export class Build {
+  private readonly context: BuildContext;
+  private readonly queue: PQueue;
+  private stopping = false;
+  private readonly corrupt = new Set<Digest>();
+  private readonly timings: Array<{ id: string; kind: string; status: StepStatus | "skipped"; ms: number }> = [];
+
+  constructor(
+    private readonly graph: BuildGraph,
+    readonly settings: BuildSettings,
+    private readonly emit: EventSink,
+  ) {
+    this.context = new BuildContext(settings);
+    this.queue = new PQueue({ concurrency: Math.max(1, settings.jobs) });
+  }
+
+  async run(targetNames: readonly string[]): Promise<BuildResult> {
+    const started = performance.now();
+    const targets = new Map([...this.graph.targets].filter(([name]) => targetNames.includes(name)));
+    const needed = neededSteps(this.graph, [...targets.values()].map((edge) => edge.from));
+    this.emit({
+      type: "plan",
+      targets: [...targets.keys()],
+      steps: this.graph.order.filter((id) => needed.has(id)).map((id) => ({ id, kind: this.graph.steps.get(id)!.node.spec.kind })),
+    });
+
+    // Host paths and tools are checked for every step before anything runs.
+    const prepared = new Map<string, PreparedStep>();
+    const preflightErrors: StepError[] = [];
+    for (const id of this.graph.order) {
+      if (!needed.has(id)) continue;
+      try {
+        prepared.set(id, this.context.prepare(this.graph.steps.get(id)!));
+      } catch (error) {
+        if (!(error instanceof StepError)) throw error;
+        preflightErrors.push(error);
+      }
+    }
+    if (preflightErrors.length > 0) {
+      for (const error of preflightErrors) {
+        const step = this.graph.steps.get(error.stepId)!;
+        this.emit({ type: "step", id: error.stepId, kind: step.node.spec.kind, status: "failed", key: "", ms: 0, error: error.message, hint: error.hint });
+      }
+      this.context.saveMemos();
+      this.emit({ type: "done", ok: false, outputs: {}, error: `${preflightErrors.length} step(s) cannot start` });
+      return { ok: false, outputs: {}, exitCode: 1 };
+    }
+
+    let result: BuildResult | undefined;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      this.corrupt.clear();
+      this.stopping = false;
+      this.timings.length = 0;
+      const outcomes = await this.runOnce(prepared, needed);
+      if (this.corrupt.size > 0 && attempt < 2) {
+        await this.heal(outcomes);
+        continue;
+      }
+      result = await this.finish(outcomes, targets);
+      break;
+    }
+    this.emit({ type: "summary", ms: Math.round(performance.now() - started), steps: this.timings });
+    this.context.saveMemos();
+    await this.context.layers.pruneTrees().catch(() => 0);
+    this.emit({ type: "done", ok: result!.ok, outputs: result!.outputs });
+    return result!;
+  }
+
+  private async runOnce(prepared: Map<string, PreparedStep>, needed: Set<string>): Promise<Map<string, StepOutcome>> {
+    const promises = new Map<string, Promise<StepOutcome>>();
+    for (const id of this.graph.order) {
+      if (!needed.has(id)) continue;
+      const step = this.graph.steps.get(id)!;
+      promises.set(
+        id,
+        (async (): Promise<StepOutcome> => {
+          const inputs = await Promise.all(step.inputs.map((edge) => promises.get(edge.from)!));
+          const failedInput = inputs.findIndex((input) => input.status === "failed" || input.status === "skipped");
+          if (failedInput >= 0 || this.stopping) {
+            const reason = failedInput >= 0 ? `input from step '${step.inputs[failedInput]!.from}' is not available` : "the build is stopping after a failure";
+            this.emit({ type: "step-skipped", id, kind: step.node.spec.kind, reason });
+            this.timings.push({ id, kind: step.node.spec.kind, status: "skipped", ms: 0 });
+            return { status: "skipped" };
+          }
+          const artifacts = step.inputs.map((edge, index) => inputs[index]!.outputs![edge.output]!);
+          return (await this.queue.add(() => this.execute(prepared.get(id)!, artifacts))) as StepOutcome;
+        })(),
+      );
+    }
+    const outcomes = new Map<string, StepOutcome>();
+    for (const [id, promise] of promises) outcomes.set(id, await promise);
+    return outcomes;
+  }
+
+  private async execute(prepared: PreparedStep, inputs: StoredArtifact[]): Promise<StepOutcome> {
+    const step = prepared.step;
+    const kind = step.node.spec.kind;
+    const started = performance.now();
+    const preimage = this.context.preimageOf(prepared, inputs);
+    const key = cacheKeyOf(preimage);
+    const history: HistoryRecord = { key, preimage, inputSteps: step.inputs.map((edge) => edge.from), hostPaths: prepared.hostPaths };
+    try {
+      const cached = await this.context.lookupAction(key);
+      if (cached) {
+        await this.recordHistory(step.id, history);
+        const ms = Math.round(performance.now() - started);
+        this.emit({ type: "step", id: step.id, kind, status: "cached", key, ms });
+        this.timings.push({ id: step.id, kind, status: "cached", ms });
+        return { status: "cached", outputs: cached.outputs, key, record: cached };
+      }
+      this.emit({ type: "step-start", id: step.id, kind, key });
+      const runner = new StepRunner(this.context, prepared, inputs, key, this.emit);
+      const outputs = await runner.run();
+      const ms = Math.round(performance.now() - started);
+      const record: ActionRecord = { schema: 1, key, kind, stepId: step.id, preimage, createdAt: new Date().toISOString(), ms, outputs };
+      await this.context.store.putJson(`osbuild:action:${key}`, record, { stepId: step.id, kind });
+      await this.recordHistory(step.id, history);
+      this.emit({ type: "step", id: step.id, kind, status: "built", key, ms });
+      this.timings.push({ id: step.id, kind, status: "built", ms });
+      return { status: "built", outputs, key, record };
+    } catch (error) {
+      const ms = Math.round(performance.now() - started);
+      if (error instanceof CorruptContentError) {
+        this.corrupt.add(error.digest);
+        this.emit({ type: "warning", id: step.id, message: `${error.message}; it will be dropped and rebuilt` });
+      }
+      if (!this.settings.keepGoing) this.stopping = true;
+      const failure = describeFailure(error, step);
+      this.emit({ type: "step", id: step.id, kind, status: "failed", key, ms, error: failure.message, hint: failure.hint, log: failure.log });
+      this.timings.push({ id: step.id, kind, status: "failed", ms });
+      return { status: "failed", key };
+    }
+  }
+
+  private async recordHistory(stepId: string, history: HistoryRecord): Promise<void> {
+    const key = this.context.historyKey(stepId);
+    const previous = await this.context.store.lookup(key);
+    if ((previous?.metadata as { key?: string } | undefined)?.key === history.key) return;
+    await this.context.store.putJson(key, history, { key: history.key });
+  }
+
+  /** Drops corrupted content and the results that refer to it, so the next pass rebuilds them. */
+  private async heal(outcomes: Map<string, StepOutcome>): Promise<void> {
+    for (const digest of this.corrupt) await this.context.store.removeContent(digest);
+    for (const outcome of outcomes.values()) {
+      if (!outcome.record || !outcome.key) continue;
+      const refs = Object.values(outcome.record.outputs).flatMap((output) => (output.kind === "rootfs" ? output.layers.flatMap((layer) => [layer.digest, layer.toc]) : [output.digest]));
+      if (refs.some((digest) => this.corrupt.has(digest))) await this.context.store.removeEntry(`osbuild:action:${outcome.key}`);
+    }
+    this.emit({ type: "warning", message: `rebuilding after dropping ${this.corrupt.size} corrupted cache entr${this.corrupt.size === 1 ? "y" : "ies"}` });
+  }
+
+  private async finish(outcomes: Map<string, StepOutcome>, targets: BuildGraph["targets"]): Promise<BuildResult> {
+    const failed = [...outcomes.values()].some((outcome) => outcome.status === "failed" || outcome.status === "skipped");
+    const available = new Map<string, StoredArtifact>();
+    for (const [name, edge] of targets) {
+      const artifact = outcomes.get(edge.from)?.outputs?.[edge.output];
+      if (artifact) available.set(name, artifact);
+    }
+    let outputs: Record<string, string> = {};
+    try {
+      outputs = await writeTargets(this.context, available, this.emit);
+    } catch (error) {
+      if (error instanceof CorruptContentError) {
+        this.corrupt.add(error.digest);
+      }
+      this.emit({ type: "warning", message: `could not write the outputs: ${errorMessage(error)}` });
+      return { ok: false, outputs, exitCode: 1 };
+    }
+    return { ok: !failed, outputs, exitCode: failed ? 1 : 0 };
+  }
+}
+
+function neededSteps(graph: BuildGraph, roots: readonly string[]): Set<string> {
+  const needed = new Set<string>();
+  const pending = [...roots];
+  while (pending.length > 0) {
+    const id = pending.pop()!;
+    if (needed.has(id)) continue;
+    needed.add(id);
+    for (const input of graph.steps.get(id)!.inputs) pending.push(input.from);
+  }
+  return needed;
+}
+
+function describeFailure(error: unknown, step: PlannedStep): { message: string; hint?: string; log?: string } {
+  if (error instanceof StepError) return { message: error.message, hint: error.hint, log: error.logPath };
+  if (error instanceof StepFailure) return { message: error.message };
+  if (error instanceof UnsafeArchiveError) return { message: error.message, hint: "the archive is unsafe to extract: fix or replace it" };
+  if (error instanceof CorruptContentError) return { message: error.message };
+  const where = formatLocation(step.node.location);
+  return { message: `${errorMessage(error)}`, hint: where ? `step defined at ${where}` : undefined };
+}
+
+/** Removes scratch directories and temp files left by processes that no longer run. */
+function cleanStaleScratch(cacheDir: string): void {
+  for (const dir of [join(cacheDir, "scratch"), join(cacheDir, "tmp-osbuild")]) {
+    if (!existsSync(dir)) continue;
+    for (const name of readdirSync(dir)) {
+      const pid = ownerPid(name);
+      if (pid === undefined || pid === process.pid || processAlive(pid)) continue;
+      // Give very fresh entries the benefit of the doubt (pid reuse is rare but possible).
+      try {
+        if (Date.now() - statSync(join(dir, name)).mtimeMs < 1000) continue;
+      } catch {
+        continue;
+      }
+      rmSync(join(dir, name), { recursive: true, force: true });
+    }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}

@@ -1,0 +1,102 @@
+// `osbuild explain STEP`: is the step cached, and if not, what changed since it was last
+// built: an option, a host file's content, an input artifact, a tool, the step's version.
+
+import { BuildContext, type BuildSettings, type HistoryRecord, type StoredArtifact } from "../build.js";
+import type { LoadedConfig } from "../config/load.js";
+import { ConfigError, StepError, formatLocation } from "../errors.js";
+import { cacheKeyOf, diffJson, type CacheKey } from "../key.js";
+
+type Known = { key: CacheKey; outputs?: Record<string, StoredArtifact>; reason?: string };
+
+export async function explainStep(config: LoadedConfig, requested: string, settings: BuildSettings): Promise<number> {
+  const graph = config.graph;
+  const stepId = graph.steps.has(requested) ? requested : graph.targets.get(requested)?.from;
+  if (!stepId) {
+    throw new ConfigError(`no step or target named '${requested}'`, config.definition.location, `steps: ${[...graph.steps.keys()].join(", ")}`);
+  }
+  const context = new BuildContext(settings);
+  const known = new Map<string, Known | undefined>();
+  const out = (line: string): boolean => process.stdout.write(`${line}\n`);
+
+  // Resolve the step's ancestors from the cache, in build order, without building anything.
+  for (const id of graph.order) {
+    const step = graph.steps.get(id)!;
+    let prepared;
+    try {
+      prepared = context.prepare(step);
+    } catch (error) {
+      if (!(error instanceof StepError)) throw error;
+      known.set(id, undefined);
+      if (id === stepId) {
+        out(`${id}: cannot start: ${error.message}${error.hint ? `\n  hint: ${error.hint}` : ""}`);
+        return 1;
+      }
+      continue;
+    }
+    const inputs = step.inputs.map((edge) => known.get(edge.from)?.outputs?.[edge.output]);
+    if (inputs.some((input) => input === undefined)) {
+      known.set(id, undefined);
+      if (id !== stepId) continue;
+    }
+    const preimage = context.preimageOf(prepared, inputs.filter((input): input is StoredArtifact => input !== undefined));
+    const key = cacheKeyOf(preimage);
+    const action = inputs.every((input) => input !== undefined) ? await context.lookupAction(key) : undefined;
+    known.set(id, { key, outputs: action?.outputs });
+    if (id !== stepId) continue;
+
+    const where = formatLocation(step.node.location);
+    out(`step ${id} (${step.node.spec.kind} v${step.node.spec.version})${where ? ` at ${where}` : ""}`);
+    const missingInputs = step.inputs.filter((edge) => !known.get(edge.from)?.outputs).map((edge) => edge.from);
+    if (missingInputs.length > 0) {
+      out(`  will build: its input${missingInputs.length > 1 ? "s" : ""} from ${missingInputs.map((from) => `'${from}'`).join(", ")} will be built first`);
+      out(`  (run \`osbuild explain ${missingInputs[0]}\` to see why)`);
+      return 0;
+    }
+    if (action) {
+      out(`  cached: key ${key.slice(0, 16)}… built ${action.createdAt} in ${action.ms} ms`);
+      return 0;
+    }
+    out(`  will build: key ${key.slice(0, 16)}… is not in the cache`);
+    const history = await context.store.getJson<HistoryRecord>(context.historyKey(id)).catch(() => undefined);
+    if (!history) {
+      out("  this step has not been built before with this config");
+      return 0;
+    }
+    const previous = history.value;
+    out(`  last built with key ${previous.key.slice(0, 16)}…; what changed since:`);
+    const changes = diffJson(previous.preimage, preimage);
+    for (const change of changes) out(`    ${describeChange(change, previous, prepared.hostPaths, step.inputs.map((edge) => edge.from))}`);
+    if (changes.length === 0) out("    nothing in the key: its cache entry was removed (pruned or found corrupted)");
+    return 0;
+  }
+  return 0;
+}
+
+function describeChange(
+  change: { path: string; before: unknown; after: unknown },
+  previous: HistoryRecord,
+  hostPaths: Record<string, string | string[]>,
+  inputSteps: string[],
+): string {
+  const show = (value: unknown): string => (value === undefined || value === null ? "(none)" : JSON.stringify(value));
+  const option = /^options\.([^.[]+)/.exec(change.path);
+  if (option && option[1]! in hostPaths) {
+    const path = hostPaths[option[1]!];
+    return `option ${option[1]} (${Array.isArray(path) ? path.join(", ") : path}): content changed (${change.path.replace(/^options\./, "")}: ${short(change.before)} → ${short(change.after)})`;
+  }
+  if (option) return `option ${change.path.replace(/^options\./, "")}: ${show(change.before)} → ${show(change.after)}`;
+  const input = /^inputs\[(\d+)\]/.exec(change.path);
+  if (input) {
+    const index = Number(input[1]);
+    const from = inputSteps[index] ?? previous.inputSteps[index] ?? "?";
+    return `input ${index + 1} (from step '${from}'): ${short(change.before)} → ${short(change.after)}`;
+  }
+  if (change.path.startsWith("tools")) return `tool ${change.path.replace(/^tools\.?/, "")}: ${show(change.before)} → ${show(change.after)}`;
+  if (change.path === "version") return `step version: ${show(change.before)} → ${show(change.after)} (the step's behaviour changed)`;
+  return `${change.path}: ${show(change.before)} → ${show(change.after)}`;
+}
+
+function short(value: unknown): string {
+  const text = typeof value === "string" ? value : JSON.stringify(value);
+  return text && text.length > 24 ? `${text.slice(0, 23)}…` : String(text);
+}

@@ -1,0 +1,200 @@
+// The `osbuild` command line. Exit status: 0 success, 1 a step failed, 2 bad usage or config.
+
+import { availableParallelism, homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { Build, type BuildSettings } from "../build.js";
+import { checkConfig, loadConfig, resolveConfigPath, type LoadedConfig } from "../config/load.js";
+import { ConfigError, StepError, errorMessage, formatLocation } from "../errors.js";
+import { renderDot, renderMermaid } from "../graph.js";
+import { cacheCommand } from "./cache.js";
+import { explainStep } from "./explain.js";
+import { jsonSink, plainSink, terminalSink } from "./progress.js";
+
+const USAGE = `usage: osbuild <command> [options]
+
+commands:
+  run [TARGET...]     build the targets (default: all) into --out
+  check               type-check the config
+  graph               print the build graph (--format dot|mermaid)
+  explain STEP        why STEP is cached or will rebuild
+  cache ls|verify|prune   inspect, check or trim the cache
+
+options:
+  --config FILE       the config (default ./osbuild.config.ts)
+  --out DIR           where targets are written (default ./out)
+  --cache-dir DIR     the cache (default $OSBUILD_CACHE_DIR, $XDG_CACHE_HOME/osbuild, ~/.cache/osbuild)
+  --set NAME=VALUE    override a config parameter (repeatable)
+  --jobs N            steps run at once (default: number of cores)
+  --json              print build events as NDJSON on stdout
+  --keep-going        keep building independent steps after a failure
+  --verbose           show step logs as they come
+`;
+
+const OPTIONS = {
+  config: { type: "string" },
+  out: { type: "string" },
+  "cache-dir": { type: "string" },
+  set: { type: "string", multiple: true },
+  jobs: { type: "string" },
+  json: { type: "boolean" },
+  "keep-going": { type: "boolean" },
+  verbose: { type: "boolean", short: "v" },
+  format: { type: "string" },
+  all: { type: "boolean" },
+  "older-than": { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+} satisfies ParseArgsConfig["options"];
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>["values"];
+
+export async function main(argv: readonly string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true });
+  } catch (error) {
+    process.stderr.write(`osbuild: ${errorMessage(error)}\n\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    process.stdout.write(`osbuild ${await packageVersion()}\n`);
+    return 0;
+  }
+  const [command, ...rest] = positionals;
+  if (values.help || !command || command === "help") {
+    process.stdout.write(USAGE);
+    return command || values.help ? 0 : 2;
+  }
+  try {
+    switch (command) {
+      case "run":
+        return await runCommand(values, rest);
+      case "check":
+        return await check(values);
+      case "graph":
+        return await graph(values);
+      case "explain":
+        if (rest.length !== 1) throw new ConfigError("explain needs exactly one step id: osbuild explain STEP");
+        return await explainStep(await load(values), rest[0]!, settingsOf(values, await load(values)));
+      case "cache":
+        return await cacheCommand(rest, cacheDirOf(values), { all: values.all ?? false, olderThanDays: values["older-than"] });
+      default:
+        throw new ConfigError(`unknown command '${command}'`, undefined, "commands: run, check, graph, explain, cache");
+    }
+  } catch (error) {
+    return reportError(error);
+  }
+}
+
+export function cacheDirOf(values: Values): string {
+  if (values["cache-dir"]) return resolve(values["cache-dir"]);
+  if (process.env.OSBUILD_CACHE_DIR) return resolve(process.env.OSBUILD_CACHE_DIR);
+  if (process.env.XDG_CACHE_HOME) return join(process.env.XDG_CACHE_HOME, "osbuild");
+  return join(homedir(), ".cache", "osbuild");
+}
+
+function parseSets(values: Values): Array<[string, string]> {
+  return (values.set ?? []).map((item) => {
+    const equals = item.indexOf("=");
+    if (equals <= 0) throw new ConfigError(`--set ${item}: expected NAME=VALUE`);
+    return [item.slice(0, equals), item.slice(equals + 1)];
+  });
+}
+
+const loaded = new Map<string, Promise<LoadedConfig>>();
+
+async function load(values: Values): Promise<LoadedConfig> {
+  const file = resolveConfigPath(values.config);
+  let pending = loaded.get(file);
+  if (!pending) {
+    pending = (async () => {
+      const cacheDir = cacheDirOf(values);
+      await checkConfig(file, cacheDir);
+      return loadConfig(file, { cacheDir, sets: parseSets(values) });
+    })();
+    loaded.set(file, pending);
+  }
+  return pending;
+}
+
+function settingsOf(values: Values, config: LoadedConfig): BuildSettings {
+  let jobs = availableParallelism();
+  if (values.jobs !== undefined) {
+    jobs = Number(values.jobs);
+    if (!Number.isInteger(jobs) || jobs < 1) throw new ConfigError(`--jobs ${values.jobs}: expected a positive integer`);
+  }
+  return {
+    configFile: config.file,
+    cacheDir: cacheDirOf(values),
+    outDir: resolve(values.out ?? "out"),
+    jobs,
+    sourceDateEpoch: config.sourceDateEpoch,
+    arch: config.arch,
+    keepGoing: values["keep-going"] ?? false,
+    verbose: values.verbose ?? false,
+  };
+}
+
+async function runCommand(values: Values, targetNames: string[]): Promise<number> {
+  const json = values.json ?? false;
+  let config: LoadedConfig;
+  try {
+    config = await load(values);
+  } catch (error) {
+    if (json && error instanceof ConfigError) process.stdout.write(`${JSON.stringify({ type: "done", ok: false, outputs: {}, error: error.message })}\n`);
+    throw error;
+  }
+  const known = [...config.graph.targets.keys()];
+  for (const name of targetNames) {
+    if (!known.includes(name)) throw new ConfigError(`unknown target '${name}'`, config.definition.location, `targets: ${known.join(", ")}`);
+  }
+  const settings = settingsOf(values, config);
+  const terminal = !json && process.stderr.isTTY ? terminalSink() : undefined;
+  const sink = json ? jsonSink() : (terminal?.sink ?? plainSink());
+  try {
+    const build = new Build(config.graph, settings, sink);
+    const result = await build.run(targetNames.length > 0 ? targetNames : known);
+    return result.exitCode;
+  } finally {
+    terminal?.stop();
+  }
+}
+
+async function check(values: Values): Promise<number> {
+  const config = await load(values);
+  process.stdout.write(`${formatLocation({ file: config.file, line: 1, column: 1 }).replace(/:1:1$/, "")}: ok (${config.graph.steps.size} steps, targets: ${[...config.graph.targets.keys()].join(", ")})\n`);
+  return 0;
+}
+
+async function graph(values: Values): Promise<number> {
+  const config = await load(values);
+  const format = values.format ?? "dot";
+  if (format !== "dot" && format !== "mermaid") throw new ConfigError(`--format ${format}: expected dot or mermaid`);
+  process.stdout.write(format === "dot" ? renderDot(config.graph) : renderMermaid(config.graph));
+  return 0;
+}
+
+function reportError(error: unknown): number {
+  if (error instanceof ConfigError) {
+    const where = formatLocation(error.location);
+    process.stderr.write(`${where ? `${where}: ` : "osbuild: "}error: ${error.message}\n`);
+    if (error.hint) process.stderr.write(`  hint: ${error.hint}\n`);
+    return 2;
+  }
+  if (error instanceof StepError) {
+    process.stderr.write(`osbuild: step '${error.stepId}' failed: ${error.message}\n`);
+    if (error.hint) process.stderr.write(`  hint: ${error.hint}\n`);
+    return 1;
+  }
+  process.stderr.write(`osbuild: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.stderr.write("  hint: this is a bug in osbuild; please report it with the command you ran\n");
+  return 1;
+}
+
+async function packageVersion(): Promise<string> {
+  const { readFileSync } = await import("node:fs");
+  const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
+}

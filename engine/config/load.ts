@@ -1,0 +1,147 @@
+// Loads osbuild.config.ts: type-checks it, imports it through the TypeScript loader hooks,
+// applies parameters and builds the graph. Every problem is a ConfigError with a position.
+
+import { existsSync } from "node:fs";
+import { register } from "node:module";
+import { arch as hostArch } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { ConfigError, errorMessage, type SourceLocation } from "../errors.js";
+import { type ConfigDefinition, isConfigDefinition, registeredNodes, resetRegistry, callerLocationOf } from "../define.js";
+import { buildGraph, type BuildGraph } from "../graph.js";
+import type { Arch, ParamSpec } from "../types.js";
+import type { HookData } from "./loader-hooks.js";
+import { formatDiagnostic, typecheckConfig } from "./typecheck.js";
+
+/** The package root: dist/.. when built. */
+const DIST_DIR = fileURLToPath(new URL("../../", import.meta.url));
+const PACKAGE_DIR = resolve(DIST_DIR, "..");
+
+export interface LoadedConfig {
+  file: string;
+  definition: ConfigDefinition;
+  params: Record<string, unknown>;
+  graph: BuildGraph;
+  sourceDateEpoch: number;
+  arch: Arch;
+}
+
+let hooksRegistered = false;
+
+function registerHooks(cacheDir: string): void {
+  if (hooksRegistered) return;
+  process.setSourceMapsEnabled(true);
+  const data: HookData = { osbuildEntry: pathToFileURL(join(DIST_DIR, "index.js")).href, cacheDir: join(cacheDir, "transpiled") };
+  register(new URL("./loader-hooks.js", import.meta.url), { data });
+  hooksRegistered = true;
+}
+
+export function resolveConfigPath(file: string | undefined): string {
+  const path = resolve(file ?? "osbuild.config.ts");
+  if (!existsSync(path)) {
+    throw new ConfigError(`config file ${path} does not exist`, undefined, file ? "check the --config path" : "run osbuild in a directory with an osbuild.config.ts, or pass --config FILE");
+  }
+  return path;
+}
+
+/** Type-checks the config; throws a ConfigError listing every diagnostic. */
+export async function checkConfig(file: string, cacheDir: string): Promise<void> {
+  const diagnostics = await typecheckConfig(file, {
+    osbuildTypes: join(DIST_DIR, "index.d.ts"),
+    typeRoots: [join(PACKAGE_DIR, "node_modules", "@types")],
+    memoFile: join(cacheDir, "memo", "typecheck.json"),
+  });
+  if (diagnostics.length > 0) {
+    const first = diagnostics[0]!;
+    const location = first.file ? { file: first.file, line: first.line!, column: first.column! } : undefined;
+    throw new ConfigError(
+      `the config has ${diagnostics.length} type error${diagnostics.length === 1 ? "" : "s"}:\n${diagnostics.map((diagnostic) => formatDiagnostic(diagnostic)).join("\n")}`,
+      location,
+      "fix the types; `osbuild check` shows the same list",
+    );
+  }
+}
+
+export async function loadConfig(file: string, options: { cacheDir: string; sets: ReadonlyArray<readonly [string, string]> }): Promise<LoadedConfig> {
+  registerHooks(options.cacheDir);
+  resetRegistry();
+  let module: { default?: unknown };
+  try {
+    module = (await import(pathToFileURL(file).href)) as { default?: unknown };
+  } catch (error) {
+    throw asConfigError(error, file);
+  }
+  const definition = module.default;
+  if (!isConfigDefinition(definition)) {
+    throw new ConfigError(`${file} must \`export default defineConfig(...)\``, { file, line: 1, column: 1 }, 'import { defineConfig } from "osbuild" and export its result as default');
+  }
+  const params = resolveParams(definition, file, options.sets);
+  let targets;
+  try {
+    targets = definition.targets(params);
+  } catch (error) {
+    throw asConfigError(error, file);
+  }
+  if (typeof targets !== "object" || targets === null || Object.keys(targets).length === 0) {
+    throw new ConfigError("the config's targets function must return an object of named artifacts, e.g. { initrd: mkCpio(rootfs) }", definition.location);
+  }
+  const graph = buildGraph(targets, registeredNodes());
+  const envEpoch = process.env.SOURCE_DATE_EPOCH;
+  let sourceDateEpoch = definition.sourceDateEpoch ?? 0;
+  if (envEpoch !== undefined && envEpoch !== "") {
+    sourceDateEpoch = Number(envEpoch);
+    if (!Number.isInteger(sourceDateEpoch) || sourceDateEpoch < 0) throw new ConfigError(`SOURCE_DATE_EPOCH=${envEpoch} is not a number of seconds`, undefined, "set it to an integer such as 1700000000, or unset it");
+  }
+  return { file, definition, params, graph, sourceDateEpoch, arch: definition.arch ?? machineArch() };
+}
+
+export function machineArch(): Arch {
+  const map: Record<string, Arch> = { x64: "x86_64", arm64: "aarch64", ppc64: "ppc64le", s390x: "s390x" };
+  return map[hostArch()] ?? "x86_64";
+}
+
+function resolveParams(definition: ConfigDefinition, file: string, sets: ReadonlyArray<readonly [string, string]>): Record<string, unknown> {
+  const configDir = dirname(file);
+  const values: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(definition.params)) {
+    values[name] = spec.type === "path" ? resolve(configDir, spec.default as string) : spec.default;
+  }
+  for (const [name, raw] of sets) {
+    const spec = definition.params[name];
+    if (!spec) {
+      const known = Object.keys(definition.params).sort().join(", ") || "none";
+      throw new ConfigError(`--set ${name}=${raw}: the config has no parameter '${name}' (parameters: ${known})`, definition.location);
+    }
+    values[name] = parseParam(name, raw, spec, definition.location);
+  }
+  return values;
+}
+
+function parseParam(name: string, raw: string, spec: ParamSpec<unknown>, location: SourceLocation | undefined): unknown {
+  switch (spec.type) {
+    case "string":
+      return raw;
+    case "path":
+      return resolve(raw); // relative to where the user typed it
+    case "number": {
+      const value = Number(raw);
+      if (raw.trim() === "" || !Number.isFinite(value)) throw new ConfigError(`--set ${name}=${raw}: expected a number`, location);
+      return value;
+    }
+    case "boolean": {
+      if (/^(true|yes|1|on)$/i.test(raw)) return true;
+      if (/^(false|no|0|off)$/i.test(raw)) return false;
+      throw new ConfigError(`--set ${name}=${raw}: expected true or false`, location);
+    }
+    case "choice":
+      if (!spec.choices!.includes(raw)) throw new ConfigError(`--set ${name}=${raw}: expected one of ${spec.choices!.join(", ")}`, location);
+      return raw;
+  }
+}
+
+/** Errors thrown while the config runs, with the position of the config line involved. */
+function asConfigError(error: unknown, file: string): ConfigError {
+  if (error instanceof ConfigError) return error;
+  const location = callerLocationOf(error) ?? { file, line: 1, column: 1 };
+  return new ConfigError(`evaluating the config failed: ${errorMessage(error)}`, location);
+}

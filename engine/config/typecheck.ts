@@ -1,0 +1,108 @@
+// Type-checks a config with the TypeScript compiler API, as `tsc --strict --noEmit` would,
+// with "osbuild" mapped to this package's declarations. A clean result is remembered by the
+// content of every file the program read, so an unchanged config is never checked twice.
+
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
+import { replaceFileSync } from "../store.js";
+
+export interface ConfigDiagnostic {
+  file?: string;
+  line?: number;
+  column?: number;
+  code: number;
+  message: string;
+}
+
+export interface TypecheckOptions {
+  /** The package's declaration entry (dist/index.d.ts). */
+  osbuildTypes: string;
+  /** Directory holding @types packages (for "node"). */
+  typeRoots: string[];
+  memoFile: string;
+}
+
+interface Memo {
+  [configFile: string]: { osbuild: string; files: Record<string, string> };
+}
+
+export async function typecheckConfig(configFile: string, options: TypecheckOptions): Promise<ConfigDiagnostic[]> {
+  const memo = readMemo(options.memoFile);
+  const osbuildStamp = stamp(options.osbuildTypes);
+  const known = memo[configFile];
+  if (known && known.osbuild === osbuildStamp && Object.entries(known.files).every(([file, hash]) => hashOf(file) === hash)) return [];
+
+  const ts = (await import("typescript")).default;
+  const compilerOptions: import("typescript").CompilerOptions = {
+    strict: true,
+    noEmit: true,
+    target: ts.ScriptTarget.ES2022,
+    module: ts.ModuleKind.ESNext,
+    moduleResolution: ts.ModuleResolutionKind.Bundler,
+    allowImportingTsExtensions: true,
+    resolveJsonModule: true,
+    esModuleInterop: true,
+    skipLibCheck: true,
+    lib: ["lib.es2023.d.ts"],
+    types: ["node"],
+    typeRoots: options.typeRoots,
+    paths: { osbuild: [options.osbuildTypes] },
+  };
+  const program = ts.createProgram([configFile], compilerOptions);
+  const diagnostics = ts.getPreEmitDiagnostics(program).map((diagnostic): ConfigDiagnostic => {
+    const message = ts.flattenDiagnosticMessageText(diagnostic.messageText, "\n");
+    if (!diagnostic.file || diagnostic.start === undefined) return { code: diagnostic.code, message };
+    const { line, character } = diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start);
+    return { file: diagnostic.file.fileName, line: line + 1, column: character + 1, code: diagnostic.code, message };
+  });
+  if (diagnostics.length === 0) {
+    const libDir = dirname(ts.getDefaultLibFilePath(compilerOptions));
+    const osbuildDir = dirname(options.osbuildTypes);
+    const files: Record<string, string> = {};
+    for (const source of program.getSourceFiles()) {
+      const file = source.fileName;
+      if (file.startsWith(libDir) || file.startsWith(osbuildDir) || options.typeRoots.some((root) => file.startsWith(root))) continue;
+      files[file] = hashOf(file);
+    }
+    memo[configFile] = { osbuild: osbuildStamp, files };
+    try {
+      replaceFileSync(options.memoFile, (temp) => writeFileSync(temp, JSON.stringify(memo)));
+    } catch {
+      /* only an optimization */
+    }
+  }
+  return diagnostics;
+}
+
+export function formatDiagnostic(diagnostic: ConfigDiagnostic, cwd = process.cwd()): string {
+  const where = diagnostic.file ? `${relativeIfInside(diagnostic.file, cwd)}:${diagnostic.line}:${diagnostic.column}: ` : "";
+  return `${where}error TS${diagnostic.code}: ${diagnostic.message}`;
+}
+
+function relativeIfInside(file: string, cwd: string): string {
+  const rel = relative(cwd, file);
+  return rel.startsWith("..") ? file : rel;
+}
+
+function readMemo(file: string): Memo {
+  try {
+    return JSON.parse(readFileSync(file, "utf8")) as Memo;
+  } catch {
+    return {};
+  }
+}
+
+function hashOf(file: string): string {
+  try {
+    return createHash("sha256").update(readFileSync(file)).digest("hex");
+  } catch {
+    return "missing";
+  }
+}
+
+function stamp(file: string): string {
+  if (!existsSync(file)) return "missing";
+  const stats = statSync(file);
+  return `${stats.size}:${stats.mtimeMs}:${join(file)}`;
+}

@@ -1,0 +1,77 @@
+// Build events: what `--json` prints one per line, and what the progress display renders.
+// The `step` and `done` shapes are part of the command-line contract: only add fields.
+
+export type StepStatus = "built" | "cached" | "failed";
+
+export interface PlanEvent {
+  type: "plan";
+  targets: string[];
+  steps: Array<{ id: string; kind: string }>;
+}
+
+export interface StepStartEvent {
+  type: "step-start";
+  id: string;
+  kind: string;
+  key: string;
+}
+
+export interface StepEvent {
+  type: "step";
+  id: string;
+  kind: string;
+  status: StepStatus;
+  key: string;
+  ms: number;
+  /** Set when status is "failed". */
+  error?: string;
+  hint?: string;
+  /** Path of the step's full log. */
+  log?: string;
+}
+
+export interface StepSkippedEvent {
+  type: "step-skipped";
+  id: string;
+  kind: string;
+  reason: string;
+}
+
+export interface LogEvent {
+  type: "log";
+  id: string;
+  message: string;
+}
+
+export interface WarningEvent {
+  type: "warning";
+  message: string;
+  id?: string;
+}
+
+export interface OutputEvent {
+  type: "output";
+  target: string;
+  path: string;
+  digest: string;
+  size: number;
+  /** False when the file in the output directory was already up to date. */
+  written: boolean;
+}
+
+export interface SummaryEvent {
+  type: "summary";
+  ms: number;
+  steps: Array<{ id: string; kind: string; status: StepStatus | "skipped"; ms: number }>;
+}
+
+export interface DoneEvent {
+  type: "done";
+  ok: boolean;
+  outputs: Record<string, string>;
+  error?: string;
+}
+
+export type BuildEvent = PlanEvent | StepStartEvent | StepEvent | StepSkippedEvent | LogEvent | WarningEvent | OutputEvent | SummaryEvent | DoneEvent;
+
+export type EventSink = (event: BuildEvent) => void;

@@ -1,0 +1,113 @@
+// Content fingerprints of host files and directories named in step options. A file's hash
+// is remembered with its stat (device, inode, size, mtime, ctime), like git's index, so a
+// no-op build re-hashes nothing. Paths and mtimes never enter a fingerprint: only content,
+// type, mode, owners and link targets do.
+
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync, writeFileSync, type Stats } from "node:fs";
+import { join } from "node:path";
+import { replaceFileSync } from "./store.js";
+
+export interface Fingerprint {
+  type: "file" | "dir";
+  sha256: string;
+  /** Permission bits of a file (a directory's are inside its hash). */
+  mode?: number;
+}
+
+interface MemoEntry {
+  stat: string;
+  sha256: string;
+}
+
+const MEMO_LIMIT = 200_000;
+
+export class Fingerprinter {
+  private readonly memo = new Map<string, MemoEntry>();
+  private readonly used = new Set<string>();
+  private dirty = false;
+
+  constructor(private readonly memoFile: string) {
+    if (existsSync(memoFile)) {
+      try {
+        const saved = JSON.parse(readFileSync(memoFile, "utf8")) as Record<string, MemoEntry>;
+        for (const [path, entry] of Object.entries(saved)) this.memo.set(path, entry);
+      } catch {
+        // A damaged memo only costs re-hashing.
+      }
+    }
+  }
+
+  /** Fingerprint of a host path (followed if it is a symlink); throws ENOENT when missing. */
+  fingerprint(path: string): Fingerprint {
+    const stats = statSync(path);
+    if (stats.isDirectory()) return { type: "dir", sha256: this.hashDirectory(path) };
+    if (!stats.isFile()) throw new Error(`${path} is neither a file nor a directory`);
+    return { type: "file", sha256: this.hashFile(path, stats), mode: stats.mode & 0o7777 };
+  }
+
+  private hashFile(path: string, stats: Stats): string {
+    const statKey = `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeMs}:${stats.ctimeMs}:${stats.mode}`;
+    this.used.add(path);
+    const known = this.memo.get(path);
+    if (known && known.stat === statKey) return known.sha256;
+    const sha256 = hashContent(path);
+    this.memo.set(path, { stat: statKey, sha256 });
+    this.dirty = true;
+    return sha256;
+  }
+
+  private hashDirectory(root: string): string {
+    const hash = createHash("sha256");
+    const visit = (relative: string): void => {
+      const names = readdirSync(relative === "" ? root : join(root, relative)).sort();
+      for (const name of names) {
+        const path = relative === "" ? name : `${relative}/${name}`;
+        const full = join(root, path);
+        const stats = lstatSync(full);
+        const meta = `${(stats.mode & 0o7777).toString(8)} ${stats.uid}:${stats.gid}`;
+        if (stats.isDirectory()) {
+          hash.update(`d ${path} ${meta}\n`);
+          visit(path);
+        } else if (stats.isFile()) hash.update(`f ${path} ${meta} ${this.hashFile(full, stats)}\n`);
+        else if (stats.isSymbolicLink()) hash.update(`l ${path} ${meta} ${readlinkSync(full)}\n`);
+        else hash.update(`s ${path} ${meta} ${stats.mode >>> 12} ${stats.rdev}\n`);
+      }
+    };
+    visit("");
+    return hash.digest("hex");
+  }
+
+  /** Saves the memo (atomically), keeping what this run used first. */
+  save(): void {
+    if (!this.dirty) return;
+    const entries: Record<string, MemoEntry> = {};
+    let count = 0;
+    for (const path of this.used) {
+      const entry = this.memo.get(path);
+      if (entry && count++ < MEMO_LIMIT) entries[path] = entry;
+    }
+    for (const [path, entry] of this.memo) if (!(path in entries) && count++ < MEMO_LIMIT) entries[path] = entry;
+    try {
+      replaceFileSync(this.memoFile, (temp) => writeFileSync(temp, JSON.stringify(entries)));
+    } catch {
+      // The memo is an optimization; a failure to save it costs re-hashing next time.
+    }
+  }
+}
+
+function hashContent(path: string): string {
+  const hash = createHash("sha256");
+  const fd = openSync(path, "r");
+  try {
+    const buffer = Buffer.allocUnsafe(1 << 20);
+    for (;;) {
+      const read = readSync(fd, buffer, 0, buffer.length, null);
+      if (read === 0) break;
+      hash.update(buffer.subarray(0, read));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest("hex");
+}

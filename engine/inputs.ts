@@ -1,0 +1,192 @@
+// What a running step sees of its input artifacts: merged metadata, single files, verified
+// layer streams, and materialized trees.
+
+import { closeSync, createReadStream, openSync, readSync } from "node:fs";
+import { once } from "node:events";
+import { PassThrough, type Readable } from "node:stream";
+import { TarParser } from "../formats/tar.js";
+import { CorruptContentError } from "./errors.js";
+import { hashFileSync, type Store } from "./store.js";
+import type { Digest } from "./key.js";
+import type { MergedFile, MergedView } from "./layers/merge.js";
+import { toFileEntry } from "./layers/toc.js";
+import type { Layers, RootfsValue } from "./rootfs.js";
+import type { BlobInput, FileEntry, RootfsInput } from "./types.js";
+
+export class RootfsInputImpl implements RootfsInput {
+  readonly kind = "rootfs";
+  readonly digest: string;
+  readonly layers: readonly { readonly digest: string; readonly size: number }[];
+
+  constructor(
+    readonly value: RootfsValue,
+    private readonly store: Layers,
+  ) {
+    this.digest = value.digest;
+    this.layers = value.layers.map(({ digest, size }) => ({ digest, size }));
+  }
+
+  private view(): Promise<MergedView> {
+    return this.store.view(this.value);
+  }
+
+  async entries(): Promise<readonly FileEntry[]> {
+    return (await this.view()).entries().map(toFileEntry);
+  }
+
+  async stat(path: string): Promise<FileEntry | undefined> {
+    const entry = (await this.view()).resolve(path, false);
+    return entry && toFileEntry(entry);
+  }
+
+  async readFile(path: string): Promise<Buffer> {
+    const entry = (await this.view()).resolve(path, true);
+    if (!entry) throw new Error(`${path}: no such file in the rootfs`);
+    if (entry.type !== "file") throw new Error(`${path}: is a ${entry.type}, not a regular file`);
+    return readRange(this.store.store.contentPath(this.value.layers[entry.dataLayer!]!.digest), entry.offset!, entry.size);
+  }
+
+  async materialize(): Promise<string> {
+    return this.store.materialize(this.value);
+  }
+
+  async layerParts(): Promise<ReadonlyArray<{ readonly digest: string; readonly entries: readonly FileEntry[] }>> {
+    const view = await this.view();
+    return Promise.all(
+      this.value.layers.map(async (layer, index) => {
+        const toc = await this.store.toc(layer);
+        const entries: FileEntry[] = [];
+        for (const entry of toc.entries) {
+          if (entry.type === "whiteout" || entry.type === "opaque") continue;
+          const merged = survivor(view, entry.path, entry.type, index);
+          if (merged) entries.push(toFileEntry(merged));
+        }
+        return { digest: layer.digest, entries };
+      }),
+    );
+  }
+
+  async scanLayer(index: number, visit: (entry: FileEntry, content: Readable | undefined) => Promise<void>): Promise<void> {
+    if (!Number.isInteger(index) || index < 0 || index >= this.value.layers.length) throw new RangeError(`layer ${index} does not exist (${this.value.layers.length} layers)`);
+    return this.scanLayerOf(await this.view(), index, visit);
+  }
+
+  private async scanLayerOf(view: MergedView, index: number, visit: (entry: FileEntry, content: Readable | undefined) => Promise<void>): Promise<void> {
+    const layer = this.value.layers[index]!;
+    type Event = { kind: "entry"; merged: MergedFile; carriesData: boolean } | { kind: "skip" } | { kind: "data"; chunk: Buffer } | { kind: "end" };
+    const queue: Event[] = [];
+    const parser = new TarParser({
+      onEntry: (header) => {
+        const merged = survivor(view, header.path, header.type, index);
+        queue.push(merged ? { kind: "entry", merged, carriesData: header.type === "file" } : { kind: "skip" });
+      },
+      onData: (chunk) => queue.push({ kind: "data", chunk: Buffer.from(chunk) }),
+      onEntryEnd: () => queue.push({ kind: "end" }),
+    });
+
+    let current: { content?: PassThrough; visiting: Promise<void>; done: boolean } | undefined;
+    let skipping = false;
+    const drain = async (): Promise<void> => {
+      while (queue.length > 0) {
+        const event = queue.shift()!;
+        if (event.kind === "skip") skipping = true;
+        else if (event.kind === "entry") {
+          skipping = false;
+          const merged = event.merged;
+          // A promoted hardlink's data sits at its original target, not in this tar entry.
+          const fromHere = event.carriesData && merged.dataLayer === index;
+          const content = merged.type === "file" && merged.size > 0 ? (fromHere ? new PassThrough({ highWaterMark: 1 << 20 }) : this.openElsewhere(merged)) : undefined;
+          const state = { content: fromHere ? (content as PassThrough | undefined) : undefined, visiting: Promise.resolve(), done: false };
+          state.visiting = visit(toFileEntry(merged), content).finally(() => {
+            state.done = true;
+          });
+          current = state;
+        } else if (event.kind === "data") {
+          if (skipping || !current?.content || current.done) continue;
+          if (!current.content.write(event.chunk)) await Promise.race([once(current.content, "drain"), current.visiting]);
+        } else {
+          if (skipping) {
+            skipping = false;
+            continue;
+          }
+          if (current) {
+            current.content?.end();
+            await current.visiting;
+            current = undefined;
+          }
+        }
+      }
+    };
+
+    try {
+      for await (const chunk of this.store.store.openVerified(layer.digest as Digest)) {
+        if (!parser.ended) parser.write(chunk as Buffer);
+        await drain();
+      }
+      parser.end();
+      await drain();
+    } catch (error) {
+      current?.content?.destroy(error as Error);
+      await current?.visiting.catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** Data of a promoted hardlink lives in another layer (or earlier in this one). */
+  private openElsewhere(entry: MergedFile): Readable {
+    const path = this.store.store.contentPath(this.value.layers[entry.dataLayer!]!.digest);
+    return createReadStream(path, { start: entry.offset!, end: entry.offset! + entry.size - 1 });
+  }
+}
+
+/**
+ * The merged entry a layer's entry stands for, if it is part of that layer's share: its own
+ * surviving entries, plus directories (with their final metadata) that it also contains.
+ */
+function survivor(view: MergedView, path: string, type: string, layer: number): MergedFile | undefined {
+  const merged = view.get(path);
+  if (!merged) return undefined;
+  return merged.layer === layer || (merged.type === "dir" && type === "dir") ? merged : undefined;
+}
+
+export class BlobInputImpl implements BlobInput {
+  readonly kind = "blob";
+  private verified = false;
+
+  constructor(
+    readonly digest: string,
+    readonly size: number,
+    private readonly store: Store,
+  ) {}
+
+  async path(): Promise<string> {
+    const path = this.store.contentPath(this.digest as Digest);
+    if (!this.verified) {
+      let actual: string;
+      try {
+        actual = hashFileSync(path);
+      } catch {
+        throw new CorruptContentError(this.digest as Digest, "missing");
+      }
+      if (actual !== this.digest) throw new CorruptContentError(this.digest as Digest, `read ${actual}`);
+      this.verified = true;
+    }
+    return path;
+  }
+}
+
+function readRange(path: string, offset: number, size: number): Buffer {
+  const buffer = Buffer.allocUnsafe(size);
+  const fd = openSync(path, "r");
+  try {
+    let done = 0;
+    while (done < size) {
+      const read = readSync(fd, buffer, done, size - done, offset + done);
+      if (read === 0) throw new Error(`layer ${path} ends early`);
+      done += read;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return buffer;
+}

@@ -1,0 +1,219 @@
+// Turns a foreign tar archive (a base tarball, an OCI layer) into a canonical layer, and
+// refuses archives that would write outside their tree: absolute paths, "..", entries
+// below a symlink, hardlinks to files the archive does not hold.
+
+import { spawn } from "node:child_process";
+import { closeSync, createReadStream, createWriteStream, openSync, readSync } from "node:fs";
+import { once } from "node:events";
+import { pipeline } from "node:stream/promises";
+import { Writable, type Readable } from "node:stream";
+import { createGunzip } from "node:zlib";
+import { TarParser, type TarHeader } from "../../formats/tar.js";
+import { parentOf, type MergedView } from "./merge.js";
+import { type TocEntry, type TocFile, tocEntryFromHeader, isFile, sortByPath } from "./toc.js";
+import type { LayerItem } from "./writer.js";
+
+export class UnsafeArchiveError extends Error {
+  constructor(
+    readonly entry: string,
+    reason: string,
+  ) {
+    super(`archive entry '${entry}' ${reason}`);
+    this.name = "UnsafeArchiveError";
+  }
+}
+
+export interface SpooledEntry {
+  header: TarHeader;
+  /** Offset of the entry's data in the spool file. */
+  offset: number;
+}
+
+type Compression = "none" | "gzip" | "zstd" | "xz" | "bzip2";
+
+export function detectCompression(path: string): Compression {
+  const fd = openSync(path, "r");
+  const magic = Buffer.alloc(6);
+  try {
+    readSync(fd, magic, 0, 6, 0);
+  } finally {
+    closeSync(fd);
+  }
+  if (magic[0] === 0x1f && magic[1] === 0x8b) return "gzip";
+  if (magic.readUInt32LE(0) === 0xfd2fb528) return "zstd";
+  if (magic.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return "xz";
+  if (magic.subarray(0, 3).toString("latin1") === "BZh") return "bzip2";
+  return "none";
+}
+
+/** The archive's tar bytes, decompressed with zlib or the zstd/xz/bzip2 programs. */
+export function openDecompressed(path: string): Readable {
+  const compression = detectCompression(path);
+  if (compression === "none") return createReadStream(path, { highWaterMark: 1 << 20 });
+  if (compression === "gzip") return createReadStream(path, { highWaterMark: 1 << 20 }).pipe(createGunzip());
+  const program = { zstd: "zstd", xz: "xz", bzip2: "bzip2" }[compression];
+  const child = spawn(program, ["-dc", path], { stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  child.on("error", (error) => child.stdout.destroy(new Error(`cannot run ${program} to decompress ${path}: ${error.message} (install the Debian package ${program})`)));
+  child.on("close", (code) => {
+    if (code !== 0) child.stdout.destroy(new Error(`${program} could not decompress ${path}: ${stderr.trim() || `exit ${code}`}`));
+  });
+  return child.stdout;
+}
+
+/** Copies the (decompressed) archive to `spoolPath` while parsing its headers. */
+export async function spoolTar(input: Readable, spoolPath: string): Promise<SpooledEntry[]> {
+  const entries: SpooledEntry[] = [];
+  const parser = new TarParser({ onEntry: (header, offset) => entries.push({ header, offset }) });
+  const spool = createWriteStream(spoolPath, { flags: "wx" });
+  const tee = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      try {
+        if (!parser.ended) parser.write(chunk);
+      } catch (error) {
+        callback(error as Error);
+        return;
+      }
+      if (!spool.write(chunk)) spool.once("drain", () => callback());
+      else callback();
+    },
+    final(callback) {
+      try {
+        parser.end();
+      } catch (error) {
+        callback(error as Error);
+        return;
+      }
+      spool.end(callback);
+    },
+  });
+  try {
+    await pipeline(input, tee);
+  } finally {
+    if (!spool.closed) {
+      spool.destroy();
+      await once(spool, "close").catch(() => undefined);
+    }
+  }
+  return entries;
+}
+
+export interface CanonicalizeOptions {
+  /** mtimes above this are clamped to it. */
+  sourceDateEpoch: number;
+  /** The layers below, for OCI layers; undefined for a base. */
+  lower?: MergedView;
+  /** Keep OCI whiteouts (layers above a base); a base has nothing to delete. */
+  keepWhiteouts: boolean;
+}
+
+/**
+ * Checks the spooled archive and returns its entries in canonical form: sorted, duplicates
+ * resolved (last wins), parents present, hardlinks pointing at the first path of their group.
+ */
+export function canonicalizeArchive(spooled: readonly SpooledEntry[], spoolFd: number, options: CanonicalizeOptions): LayerItem[] {
+  const files = new Map<string, { entry: TocFile; dataOffset: number }>();
+  const whiteouts = new Map<string, TocEntry>();
+  const lower = options.lower;
+
+  const typeOf = (path: string): string | undefined => files.get(path)?.entry.type ?? (whiteouts.has(path) ? undefined : lower?.get(path)?.type);
+
+  const checkParents = (path: string, raw: string): void => {
+    let parent = parentOf(path);
+    while (parent !== "") {
+      if (typeOf(parent) === "symlink") {
+        const target = files.get(parent)?.entry.linkTarget ?? lower?.get(parent)?.linkTarget;
+        throw new UnsafeArchiveError(raw, `would be written through the symlink '${parent}' (→ ${target})`);
+      }
+      parent = parentOf(parent);
+    }
+  };
+
+  for (const { header, offset } of spooled) {
+    const raw = header.rawPath;
+    const path = checkedPath(header.path, raw);
+    if (path === "") continue; // the root directory itself: its metadata is fixed
+    const entry = tocEntryFromHeader({ ...header, path }, offset);
+    checkParents(path, raw);
+    if (!isFile(entry)) {
+      if (options.keepWhiteouts) whiteouts.set(entry.path, entry);
+      continue;
+    }
+    if (entry.type === "hardlink") {
+      const target = checkedPath(entry.linkTarget!, raw, "points to");
+      checkParents(target, raw);
+      const inArchive = files.get(target);
+      const below = inArchive ? undefined : lower?.get(target);
+      if (inArchive?.entry.type === "file") {
+        entry.type = "hardlink";
+        entry.linkTarget = target;
+      } else if (below?.type === "file" && !whiteouts.has(target)) {
+        entry.linkTarget = target; // a link to a lower layer's file: kept, resolved when merged
+      } else {
+        throw new UnsafeArchiveError(raw, `is a hardlink to '${entry.linkTarget}', which is not a regular file earlier in the archive`);
+      }
+    }
+    entry.mtime = Math.min(entry.mtime, options.sourceDateEpoch);
+    // A later entry replaces an earlier one; a non-directory replaces a whole subtree.
+    const existing = files.get(path);
+    if (existing?.entry.type === "dir" && entry.type !== "dir") {
+      for (const other of [...files.keys()]) if (other.startsWith(`${path}/`)) files.delete(other);
+    }
+    files.set(path, { entry, dataOffset: offset });
+  }
+
+  // Parents the archive left out.
+  for (const path of [...files.keys()]) {
+    let parent = parentOf(path);
+    while (parent !== "" && !files.has(parent) && lower?.get(parent)?.type !== "dir") {
+      files.set(parent, { entry: { path: parent, type: "dir", mode: 0o755, uid: 0, gid: 0, size: 0, mtime: options.sourceDateEpoch }, dataOffset: 0 });
+      parent = parentOf(parent);
+    }
+  }
+
+  // Hardlink groups within the archive: the first path in sorted order carries the data.
+  const sorted = sortByPath([...files.values()].map((value) => ({ path: value.entry.path, value })));
+  const primaryOf = new Map<string, string>(); // original data path → first path in order
+  const groups = new Map<string, string[]>();
+  for (const { value } of sorted) {
+    const entry = value.entry;
+    if (entry.type === "hardlink" && files.get(entry.linkTarget!)?.entry.type === "file") {
+      const members = groups.get(entry.linkTarget!) ?? [];
+      members.push(entry.path);
+      groups.set(entry.linkTarget!, members);
+    }
+  }
+  for (const [target, links] of groups) {
+    const first = [target, ...links].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))[0]!;
+    primaryOf.set(target, first);
+  }
+
+  // Whiteouts first: they apply to the layers below, before this layer's own entries.
+  const items: LayerItem[] = sortByPath([...whiteouts.values()]).map((entry) => ({ entry }));
+  for (const { value } of sorted) {
+    const entry = value.entry;
+    const group = entry.type === "file" ? primaryOf.get(entry.path) : entry.type === "hardlink" ? primaryOf.get(entry.linkTarget!) : undefined;
+    if (group === undefined) {
+      items.push(entry.type === "file" ? { entry, content: { fd: spoolFd, offset: value.dataOffset } } : { entry });
+      continue;
+    }
+    const dataPath = entry.type === "file" ? entry.path : entry.linkTarget!;
+    if (entry.path === group) {
+      const data = files.get(dataPath)!;
+      const source = data.entry;
+      items.push({ entry: { ...entry, type: "file", size: source.size, linkTarget: undefined }, content: { fd: spoolFd, offset: data.dataOffset } });
+    } else {
+      items.push({ entry: { ...entry, type: "hardlink", size: 0, linkTarget: group } });
+    }
+  }
+  return items;
+}
+
+/** Rejects absolute paths and ".." components; returns the normalized path. */
+function checkedPath(path: string, raw: string, verb = "has the path"): string {
+  if (path.startsWith("/")) throw new UnsafeArchiveError(raw, `${verb} the absolute path '${path}'`);
+  const parts = path.split("/").filter((part) => part !== "" && part !== ".");
+  if (parts.includes("..")) throw new UnsafeArchiveError(raw, `${verb} '${path}', which leaves the tree through '..'`);
+  return parts.join("/");
+}

@@ -1,0 +1,168 @@
+// The merged view of a layer stack with OCI semantics: upper entries replace lower ones,
+// whiteouts delete, opaque markers hide a directory's lower contents, and a non-directory
+// replaces a whole lower subtree. Linear in the number of entries.
+
+import { type Toc, type TocFile, isFile, sortByPath } from "./toc.js";
+
+export interface MergedFile extends TocFile {
+  /** Index (from the bottom) of the layer this entry comes from. */
+  layer: number;
+  /** For regular files: the layer and offset holding the data (differs for promoted hardlinks). */
+  dataLayer?: number;
+}
+
+export class MergedView {
+  private readonly byPath = new Map<string, MergedFile>();
+  private readonly children = new Map<string, Set<string>>();
+  private sorted?: MergedFile[];
+
+  static of(tocs: readonly Toc[]): MergedView {
+    const view = new MergedView();
+    tocs.forEach((toc, layer) => {
+      view.recordLinkData(toc, layer);
+      view.apply(toc, layer);
+    });
+    view.resolveHardlinks();
+    return view;
+  }
+
+  get size(): number {
+    return this.byPath.size;
+  }
+
+  get(path: string): MergedFile | undefined {
+    return this.byPath.get(path);
+  }
+
+  /**
+   * Follows symlinks in `path` inside the merged tree, as the kernel would in a chroot.
+   * Returns the entry reached, or undefined when a component is missing.
+   */
+  resolve(path: string, followFinal = true): MergedFile | undefined {
+    let pending = path.split("/").filter((part) => part !== "" && part !== ".");
+    const resolved: string[] = [];
+    for (let hops = 0; pending.length > 0; ) {
+      const part = pending.shift()!;
+      if (part === "..") {
+        resolved.pop();
+        continue;
+      }
+      const candidate = [...resolved, part].join("/");
+      const entry = this.byPath.get(candidate);
+      if (!entry) return undefined;
+      if (entry.type === "symlink" && (pending.length > 0 || followFinal)) {
+        if (++hops > 40) return undefined;
+        const target = entry.linkTarget!;
+        if (target.startsWith("/")) resolved.length = 0;
+        pending = [...target.split("/").filter((item) => item !== "" && item !== "."), ...pending];
+        continue;
+      }
+      resolved.push(part);
+    }
+    return this.byPath.get(resolved.join("/"));
+  }
+
+  /** All entries, sorted by path (parents before children). */
+  entries(): readonly MergedFile[] {
+    this.sorted ??= sortByPath([...this.byPath.values()]);
+    return this.sorted;
+  }
+
+  private apply(toc: Toc, layer: number): void {
+    // Whiteouts and opaque markers act on the layers below only, so apply them first.
+    for (const entry of toc.entries) {
+      if (entry.type === "whiteout") this.removeSubtree(entry.path);
+      else if (entry.type === "opaque") for (const child of [...(this.children.get(entry.path) ?? [])]) this.removeSubtree(child);
+    }
+    for (const entry of toc.entries) {
+      if (!isFile(entry) || entry.path === "") continue;
+      const existing = this.byPath.get(entry.path);
+      if (existing && !(existing.type === "dir" && entry.type === "dir")) this.removeSubtree(entry.path);
+      this.ensureParents(entry.path, layer);
+      const merged: MergedFile = { ...entry, layer };
+      if (entry.type === "file") merged.dataLayer = layer;
+      this.byPath.set(entry.path, merged);
+      this.childSet(parentOf(entry.path)).add(entry.path);
+    }
+  }
+
+  private ensureParents(path: string, layer: number): void {
+    const parent = parentOf(path);
+    if (parent === "") return;
+    const existing = this.byPath.get(parent);
+    if (existing?.type === "dir") return;
+    if (existing) this.removeSubtree(parent);
+    this.ensureParents(parent, layer);
+    // A layer that omits a parent directory: assume the usual root-owned 0755 directory.
+    this.byPath.set(parent, { path: parent, type: "dir", mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0, layer });
+    this.childSet(parentOf(parent)).add(parent);
+  }
+
+  private removeSubtree(path: string): void {
+    if (!this.byPath.delete(path)) return;
+    this.children.get(parentOf(path))?.delete(path);
+    const kids = this.children.get(path);
+    if (kids) {
+      this.children.delete(path);
+      for (const child of kids) this.removeSubtree(child);
+    }
+  }
+
+  private childSet(dir: string): Set<string> {
+    let set = this.children.get(dir);
+    if (!set) {
+      set = new Set();
+      this.children.set(dir, set);
+    }
+    return set;
+  }
+
+  /**
+   * A hardlink whose target did not survive (or lives in another layer) becomes a regular
+   * file carrying the target's data; the other links of its group then point at it.
+   */
+  private resolveHardlinks(): void {
+    const promotedFor = new Map<string, string>(); // original target → promoted path
+    for (const entry of this.entries()) {
+      if (entry.type !== "hardlink") continue;
+      const original = entry.linkTarget!;
+      const target = this.byPath.get(original);
+      if (target && target.type === "file" && target.layer === entry.layer) continue;
+      const promoted = promotedFor.get(`${entry.layer}:${original}`);
+      if (promoted !== undefined) {
+        entry.linkTarget = promoted;
+        continue;
+      }
+      const data = this.linkData.get(`${entry.layer}:${original}`);
+      if (!data) continue; // dangling: left as is, packers report it
+      entry.type = "file";
+      entry.size = data.size;
+      entry.offset = data.offset;
+      entry.dataLayer = data.dataLayer;
+      delete entry.linkTarget;
+      promotedFor.set(`${entry.layer}:${original}`, entry.path);
+    }
+  }
+
+  /** The data each hardlink of a layer points at when the layer is applied: the target in
+   * the same layer, or else the file below it. */
+  private readonly linkData = new Map<string, { size: number; offset: number; dataLayer: number }>();
+
+  private recordLinkData(toc: Toc, layer: number): void {
+    const own = new Map<string, TocFile>();
+    for (const entry of toc.entries) if (isFile(entry) && entry.type === "file") own.set(entry.path, entry);
+    for (const entry of toc.entries) {
+      if (!isFile(entry) || entry.type !== "hardlink") continue;
+      const target = entry.linkTarget!;
+      const inLayer = own.get(target);
+      const below = inLayer ? undefined : this.byPath.get(target);
+      if (inLayer) this.linkData.set(`${layer}:${target}`, { size: inLayer.size, offset: inLayer.offset ?? 0, dataLayer: layer });
+      else if (below?.type === "file") this.linkData.set(`${layer}:${target}`, { size: below.size, offset: below.offset ?? 0, dataLayer: below.dataLayer ?? below.layer });
+    }
+  }
+}
+
+export function parentOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash < 0 ? "" : path.slice(0, slash);
+}

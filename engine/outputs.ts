@@ -1,0 +1,110 @@
+// Writes targets to the output directory, atomically (temp name + rename), and skips those
+// already there: a blob becomes a file, a rootfs an OCI image layout directory.
+
+import { createHash } from "node:crypto";
+import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { chmod, mkdir, rm, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { MEDIA_TYPES, OCI_LAYOUT, imageConfig, imageIndex, imageManifest, type Descriptor } from "../formats/oci.js";
+import type { BuildContext, StoredArtifact } from "./build.js";
+import type { EventSink } from "./events.js";
+import { hexOf, ownedName, replaceFileSync } from "./store.js";
+
+interface OutputState {
+  digest: string;
+  stat: string;
+}
+
+export async function writeTargets(context: BuildContext, targets: ReadonlyMap<string, StoredArtifact>, emit: EventSink): Promise<Record<string, string>> {
+  const outDir = resolve(context.settings.outDir);
+  mkdirSync(outDir, { recursive: true });
+  const stateFile = join(context.settings.cacheDir, "memo", "outputs.json");
+  let state: Record<string, OutputState> = {};
+  try {
+    state = JSON.parse(readFileSync(stateFile, "utf8")) as Record<string, OutputState>;
+  } catch {
+    /* first run */
+  }
+  const written: Record<string, string> = {};
+  await Promise.all(
+    [...targets].map(async ([name, artifact]) => {
+      const path = join(outDir, name);
+      const marker = artifact.kind === "blob" ? path : join(path, "index.json");
+      const known = state[path];
+      const upToDate = known?.digest === artifact.digest && known.stat === statKey(marker);
+      if (!upToDate) {
+        if (artifact.kind === "blob") await writeBlob(context, artifact.digest, path);
+        else await writeOciLayout(context, artifact, path);
+        state[path] = { digest: artifact.digest, stat: statKey(marker) };
+      }
+      written[name] = path;
+      emit({ type: "output", target: name, path, digest: artifact.digest, size: artifact.kind === "blob" ? artifact.size : artifact.layers.reduce((sum, layer) => sum + layer.size, 0), written: !upToDate });
+    }),
+  );
+  replaceFileSync(stateFile, (temp) => writeFileSync(temp, JSON.stringify(state)));
+  return written;
+}
+
+function statKey(path: string): string {
+  try {
+    const stats = statSync(path);
+    return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeMs}`;
+  } catch {
+    return "missing";
+  }
+}
+
+/** Copies content out of the store, verifying it on the way. */
+async function copyVerified(context: BuildContext, digest: StoredArtifact["digest"], path: string): Promise<void> {
+  await pipeline(context.store.openVerified(digest), createWriteStream(path, { flags: "wx", mode: 0o644 }));
+}
+
+async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"], path: string): Promise<void> {
+  const temp = join(path, "..", `.${ownedName("out")}`);
+  try {
+    await copyVerified(context, digest, temp);
+    await chmod(temp, 0o644);
+    if (existsSync(path) && statSync(path).isDirectory()) await rm(path, { recursive: true });
+    renameSync(temp, path);
+  } finally {
+    await rm(temp, { force: true });
+  }
+}
+
+/** A rootfs as an OCI image layout: `skopeo copy oci:out/NAME docker://...` pushes it. */
+async function writeOciLayout(context: BuildContext, artifact: Extract<StoredArtifact, { kind: "rootfs" }>, path: string): Promise<void> {
+  const temp = join(path, "..", `.${ownedName("out")}`);
+  const blobs = join(temp, "blobs", "sha256");
+  try {
+    await mkdir(blobs, { recursive: true });
+    const putJson = async (value: unknown): Promise<Descriptor & { data: Buffer }> => {
+      const data = Buffer.from(JSON.stringify(value));
+      const hex = createHash("sha256").update(data).digest("hex");
+      await writeFile(join(blobs, hex), data);
+      return { mediaType: "", digest: `sha256:${hex}`, size: data.length, data };
+    };
+    const layers: Descriptor[] = [];
+    for (const layer of artifact.layers) {
+      const target = join(blobs, hexOf(layer.digest));
+      if (!existsSync(target)) await copyVerified(context, layer.digest, target);
+      layers.push({ mediaType: MEDIA_TYPES.layerTar, digest: layer.digest, size: layer.size });
+    }
+    const created = new Date(context.settings.sourceDateEpoch * 1000);
+    const config = await putJson(imageConfig(context.settings.arch, artifact.layers.map((layer) => layer.digest), created));
+    const manifest = await putJson(imageManifest({ mediaType: MEDIA_TYPES.config, digest: config.digest, size: config.size }, layers));
+    await writeFile(join(temp, "oci-layout"), JSON.stringify(OCI_LAYOUT));
+    await writeFile(
+      join(temp, "index.json"),
+      JSON.stringify(imageIndex([{ mediaType: MEDIA_TYPES.manifest, digest: manifest.digest, size: manifest.size, annotations: { "org.opencontainers.image.ref.name": "latest" } }])),
+    );
+    if (existsSync(path)) {
+      const trash = join(path, "..", `.${ownedName("old")}`);
+      renameSync(path, trash);
+      renameSync(temp, path);
+      await rm(trash, { recursive: true, force: true });
+    } else renameSync(temp, path);
+  } finally {
+    await rm(temp, { recursive: true, force: true });
+  }
+}

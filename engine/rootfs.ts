@@ -1,0 +1,354 @@
+// Rootfs values (stacks of layers) and everything done to them: storing layers with their
+// TOCs, merged views, and materialized trees kept in a cache of their own so that a chain
+// of steps never re-extracts the layers below.
+
+import { spawn } from "node:child_process";
+import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync, unlinkSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { CorruptContentError } from "./errors.js";
+import { canonicalJson, digestOf, type Digest } from "./key.js";
+import { diskMode } from "./layers/extract.js";
+import { walkTree, fileTypeOf } from "./layers/diff.js";
+import { MergedView } from "./layers/merge.js";
+import type { Toc } from "./layers/toc.js";
+import type { WrittenLayer } from "./layers/writer.js";
+import { hexOf, type Store } from "./store.js";
+import { runTask } from "./workers.js";
+import type { CommitArgs, CommitResult } from "./worker-tasks.js";
+
+export interface LayerRef {
+  digest: Digest;
+  size: number;
+  /** Digest of the layer's TOC (JSON). */
+  toc: Digest;
+}
+
+export interface RootfsValue {
+  digest: Digest;
+  layers: LayerRef[];
+}
+
+export function rootfsOf(layers: LayerRef[]): RootfsValue {
+  return { digest: digestOf(canonicalJson(layers.map((layer) => layer.digest))), layers };
+}
+
+export const EMPTY_ROOTFS: RootfsValue = rootfsOf([]);
+
+/** How many materialized trees to keep between runs (each is a whole rootfs on disk). */
+const KEPT_TREES = 6;
+
+export class Layers {
+  private readonly tocs = new Map<string, Promise<Toc>>();
+  private readonly views = new Map<string, Promise<MergedView>>();
+  private readonly materializing = new Map<string, Promise<string>>();
+  private readonly verifiedTrees = new Set<string>();
+  readonly treesDir: string;
+
+  constructor(
+    readonly store: Store,
+    readonly asRoot: boolean,
+    private readonly readDiskXattrs: boolean,
+  ) {
+    this.treesDir = join(store.dir, "trees");
+    mkdirSync(this.treesDir, { recursive: true });
+  }
+
+  /** Stores a layer tar written at `tarPath` (consumed) with its TOC. */
+  async addLayer(tarPath: string, written: WrittenLayer): Promise<LayerRef> {
+    const toc = await this.store.putJson(`osbuild:toc:${written.digest}`, written.toc);
+    await this.store.adoptFile(tarPath, `osbuild:layer:${written.digest}`, { toc: toc.digest }, written.digest);
+    this.tocs.set(written.digest, Promise.resolve(written.toc));
+    return { digest: written.digest, size: written.size, toc: toc.digest };
+  }
+
+  hasLayer(layer: LayerRef): boolean {
+    return this.store.hasContent(layer.digest) && this.store.hasContent(layer.toc);
+  }
+
+  async toc(layer: LayerRef): Promise<Toc> {
+    let pending = this.tocs.get(layer.digest);
+    if (!pending) {
+      pending = (async () => {
+        const data = this.store.readBytesSync(layer.toc);
+        if (!data) throw new CorruptContentError(layer.toc, "missing");
+        return JSON.parse(data.toString("utf8")) as Toc;
+      })();
+      this.tocs.set(layer.digest, pending);
+      pending.catch(() => this.tocs.delete(layer.digest));
+    }
+    return pending;
+  }
+
+  async view(rootfs: RootfsValue): Promise<MergedView> {
+    let pending = this.views.get(rootfs.digest);
+    if (!pending) {
+      pending = Promise.all(rootfs.layers.map((layer) => this.toc(layer))).then((tocs) => MergedView.of(tocs));
+      this.views.set(rootfs.digest, pending);
+      pending.catch(() => this.views.delete(rootfs.digest));
+    }
+    return pending;
+  }
+
+  /** Imports a tar archive (any compression) as a canonical layer. */
+  async importArchive(archivePath: string, options: { sourceDateEpoch: number; lower?: RootfsValue; keepWhiteouts: boolean }): Promise<LayerRef> {
+    const outPath = this.store.tempPath("layer");
+    const lowerTocs = options.lower ? await Promise.all(options.lower.layers.map((layer) => this.toc(layer))) : undefined;
+    try {
+      const written = await runTask("importArchive", {
+        archivePath,
+        spoolPath: this.store.tempPath("spool"),
+        outPath,
+        sourceDateEpoch: options.sourceDateEpoch,
+        lowerTocs,
+        keepWhiteouts: options.keepWhiteouts,
+      });
+      return await this.addLayer(outPath, written);
+    } finally {
+      rmSync(outPath, { force: true });
+    }
+  }
+
+  /** Records everything under `dir` (a host directory) as one layer. */
+  async layerFromDirectory(dir: string, sourceDateEpoch: number): Promise<LayerRef> {
+    const outPath = this.store.tempPath("layer");
+    try {
+      const written = await this.commit({
+        root: dir,
+        baseTocs: [],
+        asRoot: this.asRoot,
+        sourceDateEpoch,
+        baselineCtimeMs: Number.POSITIVE_INFINITY,
+        overrides: { owners: new Map(), specials: new Map(), xattrs: new Map() },
+        readDiskXattrs: this.readDiskXattrs && this.asRoot,
+        outPath,
+        normalizeTimes: false,
+      });
+      return await this.addLayer(outPath, written);
+    } finally {
+      rmSync(outPath, { force: true });
+    }
+  }
+
+  private commit(args: CommitArgs): Promise<CommitResult> {
+    return runTask("commitTree", args);
+  }
+
+  // -------------------------------------------------------------------------
+  // Trees
+
+  private treePath(rootfs: RootfsValue): string {
+    return join(this.treesDir, hexOf(rootfs.digest));
+  }
+
+  /**
+   * A shared, read-only directory holding the merged tree of `rootfs`, verified against
+   * the layers' TOCs the first time this process uses it.
+   */
+  async materialize(rootfs: RootfsValue): Promise<string> {
+    let pending = this.materializing.get(rootfs.digest);
+    if (!pending) {
+      pending = this.materializeUncached(rootfs);
+      this.materializing.set(rootfs.digest, pending);
+      pending.catch(() => this.materializing.delete(rootfs.digest));
+    }
+    return pending;
+  }
+
+  private async materializeUncached(rootfs: RootfsValue): Promise<string> {
+    const target = this.treePath(rootfs);
+    if (existsSync(target)) {
+      const problem = await this.checkTree(target, rootfs);
+      if (!problem) {
+        touch(target);
+        return target;
+      }
+      process.emitWarning(`cached tree of ${rootfs.digest} does not match its layers (${problem}); extracting it again`);
+      await this.discardTree(target);
+    }
+    const temp = this.store.tempPath("tree");
+    try {
+      await this.buildTree(rootfs, temp);
+      try {
+        renameSync(temp, target);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error; // another process won the race
+      }
+      this.verifiedTrees.add(target);
+      touch(target);
+      return target;
+    } finally {
+      await rm(temp, { recursive: true, force: true });
+    }
+  }
+
+  /** Builds the tree in `dest`: from the longest cached prefix of the stack, plus the rest. */
+  private async buildTree(rootfs: RootfsValue, dest: string): Promise<void> {
+    let start = 0;
+    for (let count = rootfs.layers.length - 1; count > 0; count--) {
+      const prefix = rootfsOf(rootfs.layers.slice(0, count));
+      const prefixTree = this.treePath(prefix);
+      if (existsSync(prefixTree) && !(await this.checkTree(prefixTree, prefix))) {
+        await copyTree(prefixTree, dest);
+        start = count;
+        break;
+      }
+    }
+    if (start === 0) await mkdir(dest, { recursive: true });
+    const view = await this.view(rootfs);
+    const layers = await Promise.all(
+      rootfs.layers.slice(start).map(async (layer) => ({ path: this.store.contentPath(layer.digest), digest: layer.digest, toc: await this.toc(layer) })),
+    );
+    for (const layer of layers) if (!existsSync(layer.path)) throw new CorruptContentError(layer.digest, "missing");
+    const dirTimes = view.entries().filter((entry) => entry.type === "dir").map((entry) => ({ path: entry.path, mtime: entry.mtime }));
+    await runTask("extractLayers", { root: dest, layers, asRoot: this.asRoot, fresh: start === 0, tempDir: this.store.tmp, dirTimes });
+  }
+
+  /** Compares a tree on disk with the merged TOCs; returns the first difference. */
+  private async checkTree(dir: string, rootfs: RootfsValue): Promise<string | undefined> {
+    if (this.verifiedTrees.has(dir)) return undefined;
+    const view = await this.view(rootfs);
+    const problem = compareTree(dir, view, this.asRoot);
+    if (!problem) this.verifiedTrees.add(dir);
+    return problem;
+  }
+
+  private async discardTree(dir: string): Promise<void> {
+    this.verifiedTrees.delete(dir);
+    const trash = this.store.tempPath("trash");
+    try {
+      renameSync(dir, trash);
+    } catch {
+      return;
+    }
+    await rm(trash, { recursive: true, force: true });
+  }
+
+  /**
+   * A private, writable copy of `rootfs` at `dest`, and the ctime baseline after which any
+   * change counts as the step's.
+   */
+  async scratchCopy(rootfs: RootfsValue, dest: string): Promise<number> {
+    if (rootfs.layers.length === 0) await mkdir(dest, { recursive: true });
+    else await copyTree(await this.materialize(rootfs), dest);
+    return ctimeBaseline(this.store.tmp);
+  }
+
+  /** Turns the changes made in a scratch tree into a layer on top of `base`, and caches the tree. */
+  async commitScratch(
+    root: string,
+    base: RootfsValue,
+    baselineCtimeMs: number,
+    overrides: CommitArgs["overrides"],
+    sourceDateEpoch: number,
+  ): Promise<{ rootfs: RootfsValue; skippedSockets: string[] }> {
+    const outPath = this.store.tempPath("layer");
+    try {
+      const baseTocs = await Promise.all(base.layers.map((layer) => this.toc(layer)));
+      const result = await this.commit({
+        root,
+        baseTocs,
+        asRoot: this.asRoot,
+        sourceDateEpoch,
+        baselineCtimeMs,
+        overrides,
+        readDiskXattrs: this.readDiskXattrs && this.asRoot,
+        outPath,
+        normalizeTimes: true,
+      });
+      if (result.changes === 0) return { rootfs: base, skippedSockets: result.skippedSockets };
+      const layer = await this.addLayer(outPath, result);
+      const rootfs = rootfsOf([...base.layers, layer]);
+      // The scratch tree now equals the new rootfs: keep it instead of extracting again later.
+      if (!existsSync(this.treePath(rootfs))) {
+        try {
+          renameSync(root, this.treePath(rootfs));
+          touch(this.treePath(rootfs));
+        } catch {
+          /* another process cached it first */
+        }
+      }
+      return { rootfs, skippedSockets: result.skippedSockets };
+    } finally {
+      rmSync(outPath, { force: true });
+    }
+  }
+
+  /** Keeps the most recently used trees, removes the rest. */
+  async pruneTrees(keep = KEPT_TREES): Promise<number> {
+    const trees = readdirSync(this.treesDir)
+      .map((name) => ({ name, used: statSync(join(this.treesDir, name)).mtimeMs }))
+      .sort((a, b) => b.used - a.used);
+    const removed = trees.slice(keep);
+    for (const tree of removed) await this.discardTree(join(this.treesDir, tree.name));
+    return removed.length;
+  }
+}
+
+/** cp -a keeps owners (as root), modes, times, links, devices and xattrs; reflinks when it can. */
+export async function copyTree(source: string, dest: string): Promise<void> {
+  await mkdir(dest, { recursive: true });
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn("cp", ["-a", "--reflink=auto", "--no-target-directory", `${source}/.`, dest], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`cp -a ${source} ${dest} failed: ${stderr.trim()}`))));
+  });
+}
+
+/**
+ * The filesystem's current ctime, read off a probe file, after waiting until the clock has
+ * moved on: every later change to an inode gets a strictly greater ctime.
+ */
+async function ctimeBaseline(dir: string): Promise<number> {
+  const probe = join(dir, `ctime-probe-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  try {
+    writeFileSync(probe, "");
+    const baseline = lstatSync(probe).ctimeMs;
+    for (let attempt = 0; attempt < 200; attempt++) {
+      await sleep(2);
+      writeFileSync(probe, "x");
+      if (lstatSync(probe).ctimeMs > baseline) return baseline;
+    }
+    return baseline;
+  } finally {
+    try {
+      unlinkSync(probe);
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+/** First difference between a tree on disk and a merged view, or undefined. */
+export function compareTree(dir: string, view: MergedView, asRoot: boolean): string | undefined {
+  const walked = walkTree(dir);
+  const entries = view.entries();
+  if (walked.length !== entries.length) return `${walked.length} entries on disk, ${entries.length} in the layers`;
+  for (let index = 0; index < walked.length; index++) {
+    const { path, stats } = walked[index]!;
+    const entry = entries[index]!;
+    if (entry.path !== path) return `'${path}' on disk where the layers have '${entry.path}'`;
+    let type = fileTypeOf(stats);
+    if (entry.type === "hardlink" && type === "file") type = "hardlink";
+    const placeholder = !asRoot && (entry.type === "char" || entry.type === "block") && type === "file";
+    if (type !== entry.type && !placeholder) return `'${path}' is a ${type}, the layers say ${entry.type}`;
+    if (entry.type === "file" && stats.size !== entry.size) return `'${path}' has ${stats.size} bytes, the layers say ${entry.size}`;
+    if ((entry.type === "file" || entry.type === "symlink") && Math.floor(stats.mtimeMs / 1000) !== entry.mtime) return `'${path}' was modified`;
+    if (asRoot && (stats.uid !== entry.uid || stats.gid !== entry.gid) && entry.type !== "hardlink") return `'${path}' is owned by ${stats.uid}:${stats.gid}, the layers say ${entry.uid}:${entry.gid}`;
+    if ((entry.type === "file" || entry.type === "dir") && (stats.mode & 0o7777) !== diskMode(entry.type, entry.mode, asRoot)) return `'${path}' has mode ${(stats.mode & 0o7777).toString(8)}`;
+  }
+  return undefined;
+}
+
+function touch(path: string): void {
+  const now = new Date();
+  try {
+    utimesSync(path, now, now);
+  } catch {
+    /* removed meanwhile */
+  }
+}

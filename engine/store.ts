@@ -1,0 +1,251 @@
+// The content-addressed store, on cacache. This is the only module that imports cacache.
+//
+// Content (layers, blobs, TOCs, action records) is addressed by sha256, so a layer's cacache
+// integrity *is* its OCI digest. Every piece of content has an index entry naming it, so
+// cacache's own garbage collection (`verify`) keeps exactly what the index references.
+// Big files are moved into cacache's content directory instead of copied through a stream;
+// that relies on cacache's documented on-disk layout (content-v2/<algo>/<2>/<2>/<rest>).
+
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync } from "node:fs";
+import { chmod, mkdir, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { Transform, type Readable } from "node:stream";
+import { createReadStream } from "node:fs";
+import cacache from "cacache";
+import { CorruptContentError } from "./errors.js";
+import type { Digest } from "./key.js";
+
+export interface StoredContent {
+  digest: Digest;
+  size: number;
+}
+
+export interface IndexEntry {
+  key: string;
+  digest: Digest;
+  size: number;
+  time: number;
+  metadata: unknown;
+}
+
+export class Store {
+  readonly tmp: string;
+
+  private constructor(readonly dir: string) {
+    this.tmp = join(dir, "tmp-osbuild");
+  }
+
+  static open(dir: string): Store {
+    const store = new Store(dir);
+    mkdirSync(store.tmp, { recursive: true });
+    return store;
+  }
+
+  /** Where cacache keeps the bytes of this digest. Read-only. */
+  contentPath(digest: Digest): string {
+    const hex = hexOf(digest);
+    return join(this.dir, "content-v2", "sha256", hex.slice(0, 2), hex.slice(2, 4), hex.slice(4));
+  }
+
+  hasContent(digest: Digest): boolean {
+    return existsSync(this.contentPath(digest));
+  }
+
+  /**
+   * Moves a finished file into the store under `key`. When `digest` is given (computed
+   * while the file was written) the file is not read again.
+   */
+  async adoptFile(file: string, key: string | ((digest: Digest) => string), metadata?: unknown, digest?: Digest): Promise<StoredContent> {
+    const finalDigest = digest ?? hashFileSync(file);
+    const size = (await stat(file)).size;
+    const target = this.contentPath(finalDigest);
+    if (existsSync(target)) {
+      await unlink(file);
+    } else {
+      await mkdir(dirname(target), { recursive: true });
+      await chmod(file, 0o444);
+      await rename(file, target);
+    }
+    const indexKey = typeof key === "string" ? key : key(finalDigest);
+    await cacache.index.insert(this.dir, indexKey, sriOf(finalDigest), { size, metadata });
+    return { digest: finalDigest, size };
+  }
+
+  /** Stores small data (JSON records, TOCs) under `key`. */
+  async putBytes(key: string, data: Buffer | string, metadata?: unknown): Promise<StoredContent> {
+    const bytes = typeof data === "string" ? Buffer.from(data) : data;
+    const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}` as Digest;
+    if (!this.hasContent(digest)) {
+      const file = this.tempPath("put");
+      await writeFile(file, bytes);
+      return this.adoptFile(file, key, metadata, digest);
+    }
+    await cacache.index.insert(this.dir, key, sriOf(digest), { size: bytes.length, metadata });
+    return { digest, size: bytes.length };
+  }
+
+  async putJson(key: string, value: unknown, metadata?: unknown): Promise<StoredContent> {
+    return this.putBytes(key, JSON.stringify(value), metadata);
+  }
+
+  /** The index entry of `key`, or undefined. */
+  async lookup(key: string): Promise<IndexEntry | undefined> {
+    const info = await cacache.get.info(this.dir, key);
+    if (!info) return undefined;
+    return { key, digest: digestOf(info.integrity), size: info.size ?? 0, time: info.time, metadata: info.metadata };
+  }
+
+  /** Reads and verifies small content; undefined when missing. Throws CorruptContentError. */
+  readBytesSync(digest: Digest): Buffer | undefined {
+    const path = this.contentPath(digest);
+    let data: Buffer;
+    try {
+      data = readWholeFile(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw error;
+    }
+    const actual = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+    if (actual !== digest) throw new CorruptContentError(digest, `read ${actual}`);
+    return data;
+  }
+
+  /** The JSON stored under `key`; undefined when missing. Throws CorruptContentError. */
+  async getJson<T>(key: string): Promise<{ value: T; entry: IndexEntry } | undefined> {
+    const entry = await this.lookup(key);
+    if (!entry) return undefined;
+    const data = this.readBytesSync(entry.digest);
+    if (!data) return undefined;
+    return { value: JSON.parse(data.toString("utf8")) as T, entry };
+  }
+
+  /** A stream of the content that fails with CorruptContentError when the bytes don't match. */
+  openVerified(digest: Digest): Readable {
+    const hash = createHash("sha256");
+    const check = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        hash.update(chunk);
+        callback(null, chunk);
+      },
+      flush(callback) {
+        const actual = `sha256:${hash.digest("hex")}`;
+        callback(actual === digest ? null : new CorruptContentError(digest, `read ${actual}`));
+      },
+    });
+    const source = createReadStream(this.contentPath(digest), { highWaterMark: 1 << 20 });
+    source.on("error", (error) => check.destroy((error as NodeJS.ErrnoException).code === "ENOENT" ? new CorruptContentError(digest, "missing") : error));
+    return source.pipe(check);
+  }
+
+  /** Removes content (e.g. found corrupted) so that the next lookup is a miss. */
+  async removeContent(digest: Digest): Promise<void> {
+    await cacache.rm.content(this.dir, sriOf(digest)).catch(() => undefined);
+  }
+
+  async removeEntry(key: string): Promise<void> {
+    await (cacache.rm.entry as (cache: string, key: string, options: { removeFully: boolean }) => Promise<unknown>)(this.dir, key, { removeFully: true });
+  }
+
+  async list(): Promise<IndexEntry[]> {
+    const entries = await cacache.ls(this.dir);
+    return Object.values(entries).map((info) => ({
+      key: info.key,
+      digest: digestOf(info.integrity),
+      size: info.size ?? 0,
+      time: info.time,
+      metadata: info.metadata,
+    }));
+  }
+
+  /** cacache's verify: checks every content file, drops corrupt and unreferenced ones. */
+  async verify(): Promise<{ verifiedContent: number; badContentCount: number; reclaimedCount: number; reclaimedSize: number }> {
+    const stats = await cacache.verify(this.dir);
+    return {
+      verifiedContent: stats.verifiedContent ?? 0,
+      badContentCount: stats.badContentCount ?? 0,
+      reclaimedCount: stats.reclaimedCount ?? 0,
+      reclaimedSize: stats.reclaimedSize ?? 0,
+    };
+  }
+
+  /** A unique path for a temporary file on the store's filesystem (so it can be renamed in). */
+  tempPath(label: string): string {
+    return join(this.tmp, ownedName(label));
+  }
+}
+
+/** A unique file name that records the creating process, so leftovers of dead processes can be found. */
+export function ownedName(label: string): string {
+  return `p${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.${label}`;
+}
+
+export function ownerPid(name: string): number | undefined {
+  const match = /^p(\d+)\./.exec(name);
+  return match ? Number(match[1]) : undefined;
+}
+
+export function sriOf(digest: Digest): string {
+  return `sha256-${Buffer.from(hexOf(digest), "hex").toString("base64")}`;
+}
+
+export function digestOf(integrity: string): Digest {
+  const [algorithm, base64] = integrity.split(/-(.*)/s) as [string, string];
+  if (algorithm !== "sha256") throw new Error(`unexpected integrity algorithm ${algorithm}`);
+  return `sha256:${Buffer.from(base64, "base64").toString("hex")}` as Digest;
+}
+
+export function hexOf(digest: string): string {
+  const match = /^sha256:([0-9a-f]{64})$/.exec(digest);
+  if (!match) throw new Error(`not a sha256 digest: ${digest}`);
+  return match[1]!;
+}
+
+export function hashFileSync(file: string): Digest {
+  const hash = createHash("sha256");
+  const fd = openSync(file, "r");
+  try {
+    const buffer = Buffer.allocUnsafe(1 << 20);
+    for (;;) {
+      const read = readSync(fd, buffer, 0, buffer.length, null);
+      if (read === 0) break;
+      hash.update(buffer.subarray(0, read));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return `sha256:${hash.digest("hex")}` as Digest;
+}
+
+function readWholeFile(path: string): Buffer {
+  const size = statSync(path).size;
+  const buffer = Buffer.allocUnsafe(size);
+  const fd = openSync(path, "r");
+  try {
+    let offset = 0;
+    while (offset < size) {
+      const read = readSync(fd, buffer, offset, size - offset, offset);
+      if (read === 0) break;
+      offset += read;
+    }
+    return buffer.subarray(0, offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Writes a file atomically: temp file in the same directory, then rename. */
+export function replaceFileSync(path: string, write: (tempPath: string) => void): void {
+  const temp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  try {
+    write(temp);
+    renameSync(temp, path);
+  } catch (error) {
+    try {
+      unlinkSync(temp);
+    } catch {
+      /* already gone */
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,73 @@
+// External programs steps run: found on PATH before anything is built (a missing one names
+// its Debian package), and their versions, which go into cache keys, remembered per binary.
+
+import { spawnSync } from "node:child_process";
+import { accessSync, constants, existsSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import { delimiter, join } from "node:path";
+import { replaceFileSync } from "./store.js";
+import type { ToolSpec } from "./types.js";
+
+export class MissingToolError extends Error {
+  constructor(readonly tool: ToolSpec) {
+    super(`the program '${tool.command}' is not installed (looked on PATH)`);
+    this.name = "MissingToolError";
+  }
+  get hint(): string {
+    return `install the Debian package ${this.tool.package}: apt-get install ${this.tool.package}`;
+  }
+}
+
+export function findOnPath(command: string): string | undefined {
+  if (command.includes("/")) return existsSync(command) ? command : undefined;
+  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join(dir, command);
+    try {
+      accessSync(candidate, constants.X_OK);
+      if (statSync(candidate).isFile()) return candidate;
+    } catch {
+      /* not here */
+    }
+  }
+  return undefined;
+}
+
+export class ToolVersions {
+  private readonly memo: Record<string, string> = {};
+  private dirty = false;
+
+  constructor(private readonly memoFile: string) {
+    try {
+      Object.assign(this.memo, JSON.parse(readFileSync(memoFile, "utf8")) as Record<string, string>);
+    } catch {
+      /* none yet */
+    }
+  }
+
+  /** The version line of a tool; throws MissingToolError. */
+  version(tool: ToolSpec): string {
+    const found = findOnPath(tool.command);
+    if (!found) throw new MissingToolError(tool);
+    const real = realpathSync(found);
+    const stats = statSync(real);
+    const args = tool.versionArgs ?? ["--version"];
+    const memoKey = `${real}:${stats.size}:${stats.mtimeMs}:${args.join(" ")}`;
+    const known = this.memo[memoKey];
+    if (known !== undefined) return known;
+    const result = spawnSync(found, args, { encoding: "utf8", timeout: 10_000 });
+    const output = `${result.stdout ?? ""}\n${result.stderr ?? ""}`;
+    const line = output.split("\n").map((text) => text.trim()).find((text) => text.length > 0) ?? `${tool.command} (no version output)`;
+    this.memo[memoKey] = line;
+    this.dirty = true;
+    return line;
+  }
+
+  save(): void {
+    if (!this.dirty) return;
+    try {
+      replaceFileSync(this.memoFile, (temp) => writeFileSync(temp, JSON.stringify(this.memo)));
+    } catch {
+      /* only an optimization */
+    }
+  }
+}

@@ -1,0 +1,272 @@
+// The public API of osbuild, in one file: what a config and a step author can use.
+// Everything here is re-exported from "osbuild". Nothing else of the engine is public.
+
+import type { Readable } from "node:stream";
+
+// ---------------------------------------------------------------------------
+// Artifacts: the values that flow along the edges of the build graph.
+
+declare const rootfsBrand: unique symbol;
+declare const blobBrand: unique symbol;
+
+/** A tree of files (an ordered stack of OCI layers). Made by steps such as fetchBase. */
+export interface Rootfs {
+  readonly kind: "rootfs";
+  readonly [rootfsBrand]: true;
+}
+
+/** One file: an initrd, a disk image, a root-hash file. */
+export interface Blob {
+  readonly kind: "blob";
+  readonly [blobBrand]: true;
+}
+
+export type Artifact = Rootfs | Blob;
+export type ArtifactKind = Artifact["kind"];
+
+/** Target architectures, in `uname -m` spelling. */
+export type Arch = "x86_64" | "aarch64" | "ppc64le" | "s390x";
+
+// ---------------------------------------------------------------------------
+// Configs
+
+/** What a config's build function returns: target name → artifact. */
+export type Targets = Record<string, Artifact>;
+
+export interface ParamSpec<T> {
+  readonly type: "string" | "path" | "number" | "boolean" | "choice";
+  readonly default: T;
+  readonly description?: string;
+  /** Allowed values of a `choice` parameter. */
+  readonly choices?: readonly string[];
+}
+
+export type ParamSpecs = Record<string, ParamSpec<unknown>>;
+export type ParamValues<P extends ParamSpecs> = { readonly [K in keyof P]: P[K] extends ParamSpec<infer T> ? T : never };
+
+export interface ConfigOptions<P extends ParamSpecs> {
+  /** Typed parameters, overridable with `osbuild run --set NAME=VALUE`. */
+  params?: P;
+  /**
+   * The time every file's mtime is clamped to, in seconds since the epoch. The
+   * `SOURCE_DATE_EPOCH` environment variable overrides it. Default 0.
+   */
+  sourceDateEpoch?: number;
+  /** The architecture the artifacts are for. Default: the machine's. */
+  arch?: Arch;
+  /** Builds the graph: calls steps and returns the named targets. */
+  targets: (params: ParamValues<P>) => Targets;
+}
+
+// ---------------------------------------------------------------------------
+// Steps
+
+/** Options every step accepts. */
+export interface CommonStepOptions {
+  /** The step's id in `osbuild graph`, `explain` and the events. Default: its kind, numbered when repeated. */
+  id?: string;
+}
+
+/** An external program a step runs. Its version is part of the step's cache key. */
+export interface ToolSpec {
+  /** Program name looked up on PATH. */
+  command: string;
+  /** Arguments that print its version. Default `["--version"]`. */
+  versionArgs?: readonly string[];
+  /** The Debian package that provides it, named in the error when it is missing. */
+  package: string;
+}
+
+/** What a step produces: a rootfs, one blob, or several named blobs. */
+export type OutputSpec = "rootfs" | "blob" | { readonly blobs: readonly string[] };
+
+export type OutputOf<O extends OutputSpec> = O extends "rootfs"
+  ? Rootfs
+  : O extends "blob"
+    ? Blob
+    : O extends { readonly blobs: readonly (infer N extends string)[] }
+      ? { readonly [K in N]: Blob }
+      : never;
+
+type ArtifactOf<K extends ArtifactKind> = K extends "rootfs" ? Rootfs : Blob;
+export type ArtifactsOf<I extends readonly ArtifactKind[]> = { [N in keyof I]: ArtifactOf<I[N]> };
+
+/** Option keys whose values are host paths (string or string[]). */
+export type PathOptionKeys<O> = {
+  [K in keyof O]-?: NonNullable<O[K]> extends string | readonly string[] ? K : never;
+}[keyof O] &
+  string;
+
+export interface StepSpec<Options, Inputs extends readonly ArtifactKind[], Output extends OutputSpec> {
+  /** Kebab-case name, e.g. "mk-cpio". Also the default step id. */
+  kind: string;
+  /** Bump whenever the step's behaviour changes: old cache entries stop matching. */
+  version: number;
+  /** Artifact kinds of the positional inputs, e.g. `["rootfs"]`. */
+  inputs: Inputs;
+  output: Output;
+  /**
+   * Options that name files or directories on the host. They are resolved against the
+   * config file's directory, and the cache key holds a hash of their content, not the path.
+   */
+  hostPaths?: readonly PathOptionKeys<Options>[];
+  /** Programs the step runs; checked before the build starts, versions go into the key. */
+  tools?: readonly ToolSpec[] | ((options: Options) => readonly ToolSpec[]);
+  /** Checks options when the config is evaluated; return an error message to reject them. */
+  validate?: (options: Options) => string | undefined;
+  /** Does the work. Must be deterministic given its options, inputs and tools. */
+  run(options: Options, ctx: StepContext<Inputs, Output>): Promise<void>;
+}
+
+/** The function a step definition returns: calling it adds a node to the graph. */
+export type StepFunction<Options, Inputs extends readonly ArtifactKind[], Output extends OutputSpec> = (
+  ...args: {} extends Options
+    ? [...ArtifactsOf<Inputs>, options?: Options & CommonStepOptions]
+    : [...ArtifactsOf<Inputs>, options: Options & CommonStepOptions]
+) => OutputOf<Output>;
+
+// ---------------------------------------------------------------------------
+// What a running step sees
+
+/** The type of a file in a rootfs. */
+export type FileType = "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo";
+
+/** One file of a rootfs, with the metadata that packers need (owners come from here, not from disk). */
+export interface FileEntry {
+  /** Path without a leading "/", e.g. "usr/bin/env". */
+  readonly path: string;
+  readonly type: FileType;
+  /** Permission bits, including setuid/setgid/sticky. */
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  /** Seconds since the epoch, already clamped to the build's source date. */
+  readonly mtime: number;
+  /** Symlink target, or for a hardlink the path of the file it shares data with. */
+  readonly linkTarget?: string;
+  readonly devMajor?: number;
+  readonly devMinor?: number;
+  /** Extended attributes, e.g. "security.capability". */
+  readonly xattrs?: Readonly<Record<string, Buffer>>;
+}
+
+/** A rootfs given to a step as input. */
+export interface RootfsInput {
+  readonly kind: "rootfs";
+  /** sha256 digest of the layer list. */
+  readonly digest: string;
+  readonly layers: readonly { readonly digest: string; readonly size: number }[];
+  /** Every file of the merged tree, sorted by path. */
+  entries(): Promise<readonly FileEntry[]>;
+  /** Looks up one path of the merged tree (no symlinks followed). */
+  stat(path: string): Promise<FileEntry | undefined>;
+  /** The content of one regular file of the merged tree. */
+  readFile(path: string): Promise<Buffer>;
+  /**
+   * The rootfs split by layer, bottom first: for each layer, the entries of the merged tree
+   * that it provides, in path order. Directories appear in every layer that has them, with
+   * their final metadata, so each layer's part is complete on its own (parents first).
+   * Whited-out and overwritten files appear nowhere.
+   */
+  layerParts(): Promise<ReadonlyArray<{ readonly digest: string; readonly entries: readonly FileEntry[] }>>;
+  /**
+   * Streams one layer's part (see `layerParts`) with file contents, verifying the layer's
+   * integrity as it is read. `visit` must consume `content` (or not) before resolving.
+   */
+  scanLayer(index: number, visit: (entry: FileEntry, content: Readable | undefined) => Promise<void>): Promise<void>;
+  /**
+   * A directory holding the merged tree, for tools that read directories (mke2fs -d).
+   * Shared and read-only: never modify it. Owners on disk are exact only when running as root.
+   */
+  materialize(): Promise<string>;
+}
+
+/** A blob given to a step as input. */
+export interface BlobInput {
+  readonly kind: "blob";
+  readonly digest: string;
+  readonly size: number;
+  /** A path to read the blob from (read-only). */
+  path(): Promise<string>;
+}
+
+export type InputOf<K extends ArtifactKind> = K extends "rootfs" ? RootfsInput : BlobInput;
+export type InputsOf<I extends readonly ArtifactKind[]> = { [N in keyof I]: InputOf<I[N]> };
+
+/** The rootfs a rootfs-producing step writes. */
+export interface Tree {
+  /** The directory holding the tree. Prefer `path()` for writing: it never leaves the tree. */
+  readonly root: string;
+  /**
+   * The host path of `path` inside the tree, resolving symlinks as a chroot would, so that
+   * writing to it never leaves the tree. With `followSymlink: false` a final symlink is
+   * returned itself (to remove or replace it; don't write through it).
+   */
+  path(path: string, options?: { followSymlink?: boolean }): string;
+  /** Sets the owner recorded in the layer (works without root). */
+  chown(path: string, uid: number, gid: number): void;
+  /** Creates a device node or fifo (recorded in the layer; on disk only when root). */
+  mknod(path: string, node: { type: "char" | "block" | "fifo"; major?: number; minor?: number; mode: number; uid?: number; gid?: number }): void;
+  /** Sets an extended attribute recorded in the layer. */
+  setXattr(path: string, name: string, value: Buffer): void;
+}
+
+export interface ExecOptions {
+  cwd?: string;
+  env?: Record<string, string | undefined>;
+  /** Data for the program's standard input (a stream is piped with backpressure). */
+  input?: string | Buffer | Readable;
+  /** Where stdout goes: into the result (default), the step log, or a file. */
+  stdout?: "capture" | "log" | { file: string };
+}
+
+export interface ExecResult {
+  stdout: Buffer;
+  stderr: string;
+}
+
+interface StepContextBase<Inputs extends readonly ArtifactKind[]> {
+  /** The step's id, as in `osbuild graph`. */
+  readonly id: string;
+  readonly arch: Arch;
+  /** Clamp every time you write to this (seconds). */
+  readonly sourceDateEpoch: number;
+  /** How many CPU cores the step may use. */
+  readonly cores: number;
+  readonly inputs: InputsOf<Inputs>;
+  /** A line for the step's log (shown with --verbose and when the step fails). */
+  log(message: string): void;
+  /** Runs a program; a non-zero exit fails the step with its stderr. */
+  exec(command: string, args: readonly string[], options?: ExecOptions): Promise<ExecResult>;
+  /** A fresh private directory, removed when the step ends. */
+  tempDir(): Promise<string>;
+  /** Fails the step with a message telling the user what to do. */
+  fail(message: string): never;
+  /**
+   * A file made once and kept in the store: `make` writes it at the path it is given; later
+   * calls with an equal `key` (in this build or any other; scoped to the step's kind and
+   * version) return the stored file, read-only, without running `make` again. For the parts
+   * of a step's work that survive small input changes, such as an initrd's lower layers.
+   */
+  reuse(key: unknown, make: (path: string) => Promise<void>): Promise<string>;
+}
+
+export interface RootfsStepContext<Inputs extends readonly ArtifactKind[]> extends StepContextBase<Inputs> {
+  /**
+   * The tree to change: a private copy of the first rootfs input (empty when there is
+   * none). When the step ends, the engine records what changed as one new layer.
+   */
+  tree(): Promise<Tree>;
+  /** Adds a tar archive (plain, gzip, zstd or xz) as a new layer on top, instead of using `tree()`. */
+  appendLayer(tarPath: string): Promise<void>;
+}
+
+export interface BlobStepContext<Inputs extends readonly ArtifactKind[]> extends StepContextBase<Inputs> {
+  /** Where the step writes its blob (or, with several outputs, the named one). */
+  outputPath(name?: string): string;
+}
+
+export type StepContext<Inputs extends readonly ArtifactKind[], Output extends OutputSpec> = Output extends "rootfs"
+  ? RootfsStepContext<Inputs>
+  : BlobStepContext<Inputs>;

@@ -1,0 +1,121 @@
+// CPU- and syscall-heavy layer work (extracting, diffing, writing tars) runs in worker
+// threads so that the event loop keeps scheduling other steps and streaming output.
+
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import { CorruptContentError } from "./errors.js";
+import type { Digest } from "./key.js";
+import { UnsafeArchiveError } from "./layers/import.js";
+import type * as Tasks from "./worker-tasks.js";
+
+type TaskName = keyof typeof Tasks;
+type TaskArgs<N extends TaskName> = Parameters<(typeof Tasks)[N]>[0];
+type TaskResult<N extends TaskName> = Awaited<ReturnType<(typeof Tasks)[N]>>;
+
+interface SerializedError {
+  name: string;
+  message: string;
+  digest?: string;
+  entry?: string;
+  stack?: string;
+}
+
+interface PooledWorker {
+  worker: Worker;
+  busy: boolean;
+}
+
+const taskModuleUrl = new URL(`./worker-tasks${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url);
+// Under vitest the sources are TypeScript, which a plain worker cannot load: run in-process.
+const inProcess = import.meta.url.endsWith(".ts");
+
+const pool: PooledWorker[] = [];
+const waiting: Array<(worker: PooledWorker) => void> = [];
+const maxWorkers = Math.max(2, availableParallelism());
+let nextRequest = 0;
+
+export async function runTask<N extends TaskName>(name: N, args: TaskArgs<N>): Promise<TaskResult<N>> {
+  if (inProcess) {
+    const tasks = (await import(taskModuleUrl.href)) as typeof Tasks;
+    const task = tasks[name] as (input: TaskArgs<N>) => Promise<TaskResult<N>>;
+    return task(args);
+  }
+  const pooled = await acquire();
+  const id = nextRequest++;
+  try {
+    return await new Promise<TaskResult<N>>((resolve, reject) => {
+      const onMessage = (message: { id: number; result?: TaskResult<N>; error?: SerializedError }): void => {
+        if (message.id !== id) return;
+        cleanup();
+        if (message.error) reject(reviveError(message.error));
+        else resolve(message.result as TaskResult<N>);
+      };
+      const onError = (error: Error): void => {
+        cleanup();
+        pool.splice(pool.indexOf(pooled), 1);
+        reject(error);
+      };
+      const cleanup = (): void => {
+        pooled.worker.off("message", onMessage);
+        pooled.worker.off("error", onError);
+      };
+      pooled.worker.on("message", onMessage);
+      pooled.worker.on("error", onError);
+      pooled.worker.postMessage({ id, name, args });
+    });
+  } finally {
+    release(pooled);
+  }
+}
+
+async function acquire(): Promise<PooledWorker> {
+  const idle = pool.find((candidate) => !candidate.busy);
+  if (idle) {
+    idle.busy = true;
+    idle.worker.ref();
+    return idle;
+  }
+  if (pool.length < maxWorkers) {
+    const worker = new Worker(new URL("./worker-main.js", import.meta.url));
+    const pooled = { worker, busy: true };
+    pool.push(pooled);
+    return pooled;
+  }
+  return new Promise((resolve) => waiting.push(resolve));
+}
+
+function release(pooled: PooledWorker): void {
+  const next = waiting.shift();
+  if (next) {
+    next(pooled);
+    return;
+  }
+  pooled.busy = false;
+  pooled.worker.unref(); // idle workers never keep the process alive
+}
+
+export function serializeError(error: unknown): SerializedError {
+  if (error instanceof CorruptContentError) return { name: error.name, message: error.message, digest: error.digest };
+  if (error instanceof UnsafeArchiveError) return { name: error.name, message: error.message, entry: error.entry };
+  if (error instanceof Error) return { name: error.name, message: error.message, stack: error.stack };
+  return { name: "Error", message: String(error) };
+}
+
+function reviveError(error: SerializedError): Error {
+  if (error.name === "CorruptContentError") {
+    const revived = new CorruptContentError(error.digest as Digest, "");
+    revived.message = error.message;
+    return revived;
+  }
+  if (error.name === "UnsafeArchiveError") {
+    const revived = new UnsafeArchiveError(error.entry ?? "", "");
+    revived.message = error.message;
+    return revived;
+  }
+  const revived = new Error(error.message);
+  revived.name = error.name;
+  if (error.stack) revived.stack = error.stack;
+  return revived;
+}
+
+
