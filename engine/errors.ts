@@ -20,6 +20,8 @@ export class ConfigError extends Error {
     message: string,
     readonly location?: SourceLocation,
     readonly hint?: string,
+    /** Lines printed before the message, e.g. compiler diagnostics that carry their own positions. */
+    readonly details: readonly string[] = [],
   ) {
     super(message);
     this.name = "ConfigError";

@@ -148,6 +148,11 @@ export class Layers {
    */
   async materialize(rootfs: RootfsValue): Promise<string> {
     let pending = this.materializing.get(rootfs.digest);
+    if (pending && !existsSync(await pending.catch(() => ""))) {
+      // Removed since (pruned by another process): build it again.
+      this.verifiedTrees.delete(this.treePath(rootfs));
+      pending = undefined;
+    }
     if (!pending) {
       pending = this.materializeUncached(rootfs);
       this.materializing.set(rootfs.digest, pending);

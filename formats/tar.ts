@@ -101,7 +101,7 @@ export function encodeTarHeader(entry: TarWritable): Buffer {
   paxHeader.write("x", 156, "latin1");
   paxHeader.write("ustar\u000000", 257, "latin1");
   writeChecksum(paxHeader);
-  return Buffer.concat([paxHeader, records, Buffer.alloc(paddingFor(records.length))]);
+  return Buffer.concat([paxHeader, records, Buffer.alloc(paddingFor(records.length)), ustar]);
 }
 
 /** Zero bytes that follow `size` bytes of entry data up to the next block. */

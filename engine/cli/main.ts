@@ -178,6 +178,7 @@ async function graph(values: Values): Promise<number> {
 
 function reportError(error: unknown): number {
   if (error instanceof ConfigError) {
+    for (const line of error.details) process.stderr.write(`${line}\n`);
     const where = formatLocation(error.location);
     process.stderr.write(`${where ? `${where}: ` : "osbuild: "}error: ${error.message}\n`);
     if (error.hint) process.stderr.write(`  hint: ${error.hint}\n`);

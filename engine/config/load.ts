@@ -52,12 +52,11 @@ export async function checkConfig(file: string, cacheDir: string): Promise<void>
     memoFile: join(cacheDir, "memo", "typecheck.json"),
   });
   if (diagnostics.length > 0) {
-    const first = diagnostics[0]!;
-    const location = first.file ? { file: first.file, line: first.line!, column: first.column! } : undefined;
     throw new ConfigError(
-      `the config has ${diagnostics.length} type error${diagnostics.length === 1 ? "" : "s"}:\n${diagnostics.map((diagnostic) => formatDiagnostic(diagnostic)).join("\n")}`,
-      location,
-      "fix the types; `osbuild check` shows the same list",
+      `the config has ${diagnostics.length} type error${diagnostics.length === 1 ? "" : "s"}; nothing was built`,
+      undefined,
+      undefined,
+      diagnostics.map((diagnostic) => formatDiagnostic(diagnostic)),
     );
   }
 }

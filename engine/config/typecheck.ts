@@ -76,7 +76,7 @@ export async function typecheckConfig(configFile: string, options: TypecheckOpti
 }
 
 export function formatDiagnostic(diagnostic: ConfigDiagnostic, cwd = process.cwd()): string {
-  const where = diagnostic.file ? `${relativeIfInside(diagnostic.file, cwd)}:${diagnostic.line}:${diagnostic.column}: ` : "";
+  const where = diagnostic.file ? `${relativeIfInside(diagnostic.file, cwd)}:${diagnostic.line}:${diagnostic.column} - ` : "";
   return `${where}error TS${diagnostic.code}: ${diagnostic.message}`;
 }
 

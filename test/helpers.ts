@@ -1,0 +1,89 @@
+// Shared test helpers: temporary projects and running the real `osbuild` command.
+
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll } from "vitest";
+
+export const REPO = fileURLToPath(new URL("..", import.meta.url));
+export const OSBUILD = join(REPO, "bin", "osbuild.js");
+
+const created: string[] = [];
+afterAll(() => {
+  for (const dir of created) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh directory, removed after the test file. */
+export function tempDir(label = "osbuild-test"): string {
+  const dir = mkdtempSync(join(tmpdir(), `${label}-`));
+  created.push(dir);
+  return dir;
+}
+
+/** Writes files (path → content) under `dir`. */
+export function writeFiles(dir: string, files: Record<string, string | Buffer>): void {
+  for (const [path, content] of Object.entries(files)) {
+    mkdirSync(dirname(join(dir, path)), { recursive: true });
+    writeFileSync(join(dir, path), content);
+  }
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** Parsed NDJSON lines of stdout (when --json was given). */
+  events: Array<Record<string, unknown> & { type: string }>;
+}
+
+export interface RunOptions {
+  cwd: string;
+  env?: Record<string, string>;
+}
+
+export function osbuild(args: string[], options: RunOptions): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = startOsbuild(args, options);
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr, events: parseEvents(stdout) }));
+  });
+}
+
+export function startOsbuild(args: string[], options: RunOptions): ChildProcess {
+  return spawn(process.execPath, [OSBUILD, ...args], { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ["ignore", "pipe", "pipe"] });
+}
+
+function parseEvents(stdout: string): RunResult["events"] {
+  const events: RunResult["events"] = [];
+  for (const line of stdout.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      events.push(JSON.parse(line) as RunResult["events"][number]);
+    } catch {
+      /* not an event line */
+    }
+  }
+  return events;
+}
+
+/** Step statuses by id from a --json run. */
+export function statuses(result: RunResult): Record<string, string> {
+  const map: Record<string, string> = {};
+  for (const event of result.events) if (event.type === "step") map[event.id as string] = event.status as string;
+  return map;
+}
+
+/** Runs a shell command, throwing with its output when it fails. */
+export function sh(command: string, cwd?: string): string {
+  const result = spawnSync("bash", ["-o", "pipefail", "-c", command], { cwd, encoding: "utf8", maxBuffer: 1 << 28 });
+  if (result.status !== 0) throw new Error(`${command} failed (${result.status}):\n${result.stdout}\n${result.stderr}`);
+  return result.stdout;
+}
+
+export const isRoot = process.getuid?.() === 0;
