@@ -2,7 +2,7 @@
 // stored result when there is one, otherwise runs the step in a private scratch directory
 // and stores what it made. Independent branches run concurrently (p-queue).
 
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import PQueue from "p-queue";
 import { CorruptContentError, StepError, StepFailure, errorMessage, formatLocation } from "./errors.js";
@@ -237,11 +237,12 @@ export class Build {
       this.stopping = false;
       this.timings.length = 0;
       const outcomes = await this.runOnce(prepared, needed);
+      if (this.corrupt.size === 0) result = await this.finish(outcomes, targets);
       if (this.corrupt.size > 0 && attempt < 2) {
         await this.heal(outcomes);
         continue;
       }
-      result = await this.finish(outcomes, targets);
+      result ??= await this.finish(outcomes, targets);
       break;
     }
     this.emit({ type: "summary", ms: Math.round(performance.now() - started), steps: this.timings });
@@ -383,13 +384,8 @@ function cleanStaleScratch(cacheDir: string): void {
     if (!existsSync(dir)) continue;
     for (const name of readdirSync(dir)) {
       const pid = ownerPid(name);
+      // Only the dead process's own leftovers: a live process (even one that reused the pid) is left alone.
       if (pid === undefined || pid === process.pid || processAlive(pid)) continue;
-      // Give very fresh entries the benefit of the doubt (pid reuse is rare but possible).
-      try {
-        if (Date.now() - statSync(join(dir, name)).mtimeMs < 1000) continue;
-      } catch {
-        continue;
-      }
       rmSync(join(dir, name), { recursive: true, force: true });
     }
   }

@@ -141,7 +141,7 @@ export function canonicalizeArchive(spooled: readonly SpooledEntry[], spoolFd: n
       continue;
     }
     if (entry.type === "hardlink") {
-      const target = checkedPath(entry.linkTarget!, raw, "points to");
+      const target = checkedPath(entry.linkTarget!, raw, "link");
       checkParents(target, raw);
       const inArchive = files.get(target);
       const below = inArchive ? undefined : lower?.get(target);
@@ -211,9 +211,12 @@ export function canonicalizeArchive(spooled: readonly SpooledEntry[], spoolFd: n
 }
 
 /** Rejects absolute paths and ".." components; returns the normalized path. */
-function checkedPath(path: string, raw: string, verb = "has the path"): string {
-  if (path.startsWith("/")) throw new UnsafeArchiveError(raw, `${verb} the absolute path '${path}'`);
+function checkedPath(path: string, raw: string, role: "path" | "link" = "path"): string {
+  const subject = role === "path" ? "has the" : "points to the";
+  if (path.startsWith("/")) throw new UnsafeArchiveError(raw, `${subject} absolute path '${path}'`);
   const parts = path.split("/").filter((part) => part !== "" && part !== ".");
-  if (parts.includes("..")) throw new UnsafeArchiveError(raw, `${verb} '${path}', which leaves the tree through '..'`);
+  if (parts.includes("..")) {
+    throw new UnsafeArchiveError(raw, role === "path" ? `has the path '${path}', which leaves the tree through '..'` : `points to '${path}', which leaves the tree`);
+  }
   return parts.join("/");
 }
