@@ -153,7 +153,8 @@ describe("corrupted cache", () => {
   function corrupt(file: string): void {
     chmodSync(file, 0o644);
     const bytes = readFileSync(file);
-    bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+    const middle = Math.floor(bytes.length / 2);
+    bytes[middle] = bytes[middle]! ^ 0xff;
     writeFileSync(file, bytes);
   }
 

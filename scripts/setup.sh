@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs whatever is missing for osbuild on Debian 12 (Node 20 present): the Debian
+# packages of the tools osbuild and its tests run, the npm packages, the compiled engine,
+# and the test agent. Safe to run again: it only does what is not done yet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Tools the steps run, and what the tests and benchmarks use to check them.
+PACKAGES=(
+  mmdebstrap uidmap           # Debian/Ubuntu bases (uidmap: --mode=unshare without root)
+  e2fsprogs fdisk gdisk       # ext4 images, partition tables (and their checkers)
+  xfsprogs erofs-utils        # the other image filesystems
+  cryptsetup-bin              # veritysetup for measured rootfs
+  kmod                        # depmod for kernel modules
+  dracut                      # the dracut build method
+  busybox-static              # the boot initrd that mounts a disk image
+  cpio pigz zstd xz-utils     # initrds
+  attr libcap2-bin            # xattrs (security.capability) on disk
+  binutils file               # strip, file
+  gcc libc6-dev               # the test agent
+  python3                     # independent archive writer in the tests
+  qemu-system-x86 qemu-utils linux-image-amd64   # boot tests, and the osbuilder baseline
+  parted                      # the osbuilder baseline benchmark
+  docker-registry skopeo      # a real OCI registry and client for the tests
+  ca-certificates
+)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]} > 0)); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  sudo=""
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=sudo
+  fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "setup: installing npm packages"
+  npm ci --no-audit --no-fund
+fi
+
+newest_source=$(find index.ts engine stdlib formats bench tsconfig.json -newer dist/index.js -print -quit 2>/dev/null || echo rebuild)
+if [[ ! -f dist/index.js || -n $newest_source ]]; then
+  echo "setup: compiling osbuild"
+  npx tsc -p tsconfig.json
+fi
+
+if [[ ! -x build/agent/kata-agent || agent/test-agent.c -nt build/agent/kata-agent ]]; then
+  echo "setup: building the test agent (build/agent/kata-agent)"
+  mkdir -p build/agent
+  gcc -static -O2 -Wall -o build/agent/kata-agent agent/test-agent.c
+fi
