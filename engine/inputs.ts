@@ -34,8 +34,8 @@ export class RootfsInputImpl implements RootfsInput {
     return (await this.view()).entries().map(toFileEntry);
   }
 
-  async stat(path: string): Promise<FileEntry | undefined> {
-    const entry = (await this.view()).resolve(path, false);
+  async stat(path: string, options?: { follow?: boolean }): Promise<FileEntry | undefined> {
+    const entry = (await this.view()).resolve(path, options?.follow ?? false);
     return entry && toFileEntry(entry);
   }
 

@@ -72,21 +72,23 @@ export class StepRunner {
     const base: RootfsValue = baseArtifact?.kind === "rootfs" ? { digest: baseArtifact.digest, layers: baseArtifact.layers } : EMPTY_ROOTFS;
 
     let tree: { tree: StepTree; baseline: number; overrides: TreeOverrides } | undefined;
+    let treeBase: RootfsValue = base;
     const appended: LayerRef[] = [];
     const ctx = {
       ...this.commonContext(inputs),
       tree: async (): Promise<Tree> => {
-        if (appended.length > 0) throw new StepFailure("a step cannot both append layers and change the tree");
         if (!tree) {
+          // Layers appended so far are part of what the tree starts from.
+          treeBase = rootfsOf([...base.layers, ...appended]);
           const root = join(this.scratch, "tree");
-          const baseline = await layers.scratchCopy(base, root);
+          const baseline = await layers.scratchCopy(treeBase, root);
           const overrides = emptyOverrides();
           tree = { tree: new StepTree(root, overrides, this.context.asRoot, this.context.store.tmp), baseline, overrides };
         }
         return tree.tree;
       },
       appendLayer: async (tarPath: string): Promise<void> => {
-        if (tree) throw new StepFailure("a step cannot both change the tree and append layers");
+        if (tree) throw new StepFailure("appendLayer must come before tree(): layers go below the changes made to the tree");
         if (!existsSync(tarPath)) throw new StepFailure(`appendLayer: ${tarPath} does not exist`);
         const lower = rootfsOf([...base.layers, ...appended]);
         this.writeLog(`importing ${tarPath} as a layer`);
@@ -96,7 +98,7 @@ export class StepRunner {
     await step.node.spec.run(this.prepared.options, ctx as never);
     let result: RootfsValue = rootfsOf([...base.layers, ...appended]);
     if (tree) {
-      const committed = await layers.commitScratch(tree.tree.root, base, tree.baseline, tree.overrides, settings.sourceDateEpoch);
+      const committed = await layers.commitScratch(tree.tree.root, treeBase, tree.baseline, tree.overrides, settings.sourceDateEpoch);
       for (const socket of committed.skippedSockets) this.emit({ type: "warning", id: step.id, message: `socket /${socket} left out of the layer (tar cannot hold sockets)` });
       result = committed.rootfs;
     }

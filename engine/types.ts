@@ -159,8 +159,8 @@ export interface RootfsInput {
   readonly layers: readonly { readonly digest: string; readonly size: number }[];
   /** Every file of the merged tree, sorted by path. */
   entries(): Promise<readonly FileEntry[]>;
-  /** Looks up one path of the merged tree (no symlinks followed). */
-  stat(path: string): Promise<FileEntry | undefined>;
+  /** Looks up one path of the merged tree; symlinks in it are resolved inside the tree, the final one only with `follow`. */
+  stat(path: string, options?: { follow?: boolean }): Promise<FileEntry | undefined>;
   /** The content of one regular file of the merged tree. */
   readFile(path: string): Promise<Buffer>;
   /**
@@ -210,6 +210,13 @@ export interface Tree {
   mknod(path: string, node: { type: "char" | "block" | "fifo"; major?: number; minor?: number; mode: number; uid?: number; gid?: number }): void;
   /** Sets an extended attribute recorded in the layer. */
   setXattr(path: string, name: string, value: Buffer): void;
+  /**
+   * Unpacks a tar archive (plain, gzip, zstd, xz, bzip2) into the tree at `to` (default
+   * "/"), keeping numeric owners, modes, links, devices and xattrs. Symlinks already in the
+   * tree are followed as in a chroot (so "lib/x" lands in usr/lib when lib → usr/lib);
+   * entries that would leave the tree are refused.
+   */
+  extract(archive: string, options?: { to?: string }): Promise<void>;
 }
 
 export interface ExecOptions {
@@ -255,10 +262,14 @@ interface StepContextBase<Inputs extends readonly ArtifactKind[]> {
 export interface RootfsStepContext<Inputs extends readonly ArtifactKind[]> extends StepContextBase<Inputs> {
   /**
    * The tree to change: a private copy of the first rootfs input (empty when there is
-   * none). When the step ends, the engine records what changed as one new layer.
+   * none) plus any layers appended before. When the step ends, the engine records what
+   * changed as one new layer.
    */
   tree(): Promise<Tree>;
-  /** Adds a tar archive (plain, gzip, zstd or xz) as a new layer on top, instead of using `tree()`. */
+  /**
+   * Adds a tar archive (plain, gzip, zstd, xz or bzip2; OCI whiteouts honoured) as a new
+   * layer on top, as it is. Must come before `tree()`.
+   */
   appendLayer(tarPath: string): Promise<void>;
 }
 

@@ -1,38 +1,266 @@
-// fetchBase: the bottom layer of a rootfs, from a directory or a tar archive on the host.
+// fetchBase: the bottom of a rootfs. From a distribution (mmdebstrap, as osbuilder does,
+// or the distro's OCI image plus its package manager), from any OCI image, or from a
+// directory or tar archive on the host.
 
-import { defineStep } from "../engine/index.js";
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { defineStep, type Arch, type RootfsStepContext, type Tree } from "../engine/index.js";
+import { mirrorLinesFromHost, readHostAptSources } from "./bootstrap/apt-sources.js";
+import { DISTROS, findDistro, type Distro, type DistroName } from "./distros/index.js";
+import type { DebianBootstrap } from "./distros/types.js";
+import { BASE_FACTS_PATH, type BaseFacts } from "./facts.js";
+import { ociArchitecture } from "../formats/oci.js";
+import { pullImage, RegistryError } from "./oci/registry.js";
+import { runInTree } from "./sandbox.js";
 
-export type FetchBaseOptions =
-  | {
-      /** A directory holding a root filesystem; copied with owners (when root), modes, links and xattrs. */
-      directory: string;
-      tarball?: never;
-    }
-  | {
-      /** A tar archive (plain, gzip, zstd, xz or bzip2) of a root filesystem. */
-      tarball: string;
-      directory?: never;
-    };
+export type InitSystem = "agent" | "systemd";
+
+export interface DistroBase {
+  /** A distribution osbuild knows (see stdlib/distros). */
+  distro: DistroName;
+  /** Release codename or version, e.g. "bookworm" or "12". Default: the distro's default. */
+  release?: string;
+  /** Packages on top of the distro's defaults (osbuilder's EXTRA_PKGS). */
+  packages?: readonly string[];
+  /** Who is PID 1: the agent, or systemd (which adds the distro's init packages). Default "systemd". */
+  init?: InitSystem;
+  /** mmdebstrap variant. Default: the distro's ("required", as osbuilder). */
+  variant?: string;
+  /**
+   * Archive URLs (or full "deb URI suite components" lines) to bootstrap from. Default: the
+   * host's apt sources for the same distribution, else the distro's default archive.
+   */
+  mirror?: string | readonly string[];
+  /** Start from this OCI image instead of mmdebstrap, then install the packages in it. */
+  image?: string;
+  directory?: never;
+  tarball?: never;
+}
+
+export interface ImageBase {
+  /** An OCI image, "REGISTRY/REPO:TAG" or "REGISTRY/REPO@sha256:...", pulled as it is. */
+  image: string;
+  distro?: never;
+  directory?: never;
+  tarball?: never;
+}
+
+export interface DirectoryBase {
+  /** A directory holding a root filesystem; copied with owners (when root), modes, links and xattrs. */
+  directory: string;
+  distro?: never;
+  image?: never;
+  tarball?: never;
+}
+
+export interface TarballBase {
+  /** A tar archive (plain, gzip, zstd, xz or bzip2) of a root filesystem. */
+  tarball: string;
+  distro?: never;
+  image?: never;
+  directory?: never;
+}
+
+export type FetchBaseOptions = DistroBase | ImageBase | DirectoryBase | TarballBase;
 
 export const fetchBase = defineStep({
   kind: "fetch-base",
-  version: 1,
+  version: 2,
   inputs: [],
   output: "rootfs",
   hostPaths: ["directory", "tarball"],
-  tools: (options: FetchBaseOptions) => (options.directory !== undefined ? [{ command: "cp", package: "coreutils" }] : []),
+  tools: (options: FetchBaseOptions) => {
+    if (options.directory !== undefined) return [{ command: "cp", package: "coreutils" }];
+    if (options.distro !== undefined && options.image === undefined && findDistro(options.distro)?.bootstrap.kind === "mmdebstrap") {
+      return [{ command: "mmdebstrap", package: "mmdebstrap" }];
+    }
+    return [];
+  },
   validate(options: FetchBaseOptions) {
-    const sources = (["directory", "tarball"] as const).filter((name) => options[name] !== undefined);
-    if (sources.length !== 1) return `give exactly one of 'directory' or 'tarball' (got ${sources.length === 0 ? "none" : sources.join(" and ")})`;
+    const sources = (["distro", "image", "directory", "tarball"] as const).filter((name) => options[name] !== undefined);
+    const onlyDistroAndImage = sources.length === 2 && sources.includes("distro") && sources.includes("image");
+    if (sources.length !== 1 && !onlyDistroAndImage) {
+      return `give exactly one of 'distro', 'image', 'directory' or 'tarball' (got ${sources.length === 0 ? "none" : sources.join(" and ")})`;
+    }
+    if (options.distro === undefined) return undefined;
+    const distro = findDistro(options.distro);
+    if (!distro) return `unknown distro '${options.distro}' (known: ${Object.keys(DISTROS).sort().join(", ")})`;
+    const release = options.release ?? distro.defaultRelease;
+    if (!Object.hasOwn(distro.releases, release)) {
+      return `unknown ${distro.name} release '${release}' (known: ${Object.keys(distro.releases).filter((name) => !/^\d/.test(name)).join(", ")})`;
+    }
+    if (options.init === "systemd" && distro.initProcess !== "systemd") return `${distro.name} has no systemd: use init: "agent"`;
     return undefined;
   },
   async run(options: FetchBaseOptions, ctx) {
-    if (options.tarball !== undefined) {
-      await ctx.appendLayer(options.tarball);
+    if (options.tarball !== undefined) return ctx.appendLayer(options.tarball);
+    if (options.directory !== undefined) {
+      const tree = await ctx.tree();
+      // The tree is empty, so cp cannot be led through a symlink already in it.
+      await ctx.exec("cp", ["-a", "--no-target-directory", `${options.directory}/.`, tree.root]);
       return;
     }
-    const tree = await ctx.tree();
-    // The tree is empty, so cp cannot be led through a symlink already in it.
-    await ctx.exec("cp", ["-a", "--no-target-directory", `${options.directory}/.`, tree.root]);
+    if (options.distro === undefined) {
+      await appendImage(ctx, options.image);
+      return;
+    }
+    await bootstrapDistro(ctx, options);
   },
 });
+
+async function bootstrapDistro(ctx: RootfsStepContext<readonly []>, options: DistroBase): Promise<void> {
+  const distro = findDistro(options.distro)!;
+  if (!distro.architectures.includes(ctx.arch)) ctx.fail(`${distro.name} is not supported on ${ctx.arch} (supported: ${distro.architectures.join(", ")})`);
+  const release = options.release ?? distro.defaultRelease;
+  const init = options.init ?? (distro.initProcess === "systemd" ? "systemd" : "agent");
+  const defaults = [...distro.packages.base, ...(init === "systemd" ? distro.packages.systemd : [])];
+  const extra = [...(options.packages ?? [])];
+  const facts: BaseFacts = {
+    distro: distro.name,
+    prettyName: distro.prettyName,
+    release,
+    version: distro.releases[release]!,
+    architecture: ctx.arch,
+    init,
+    packages: { default: [...new Set(defaults)].sort(), extra: [...new Set(extra)].sort() },
+  };
+  const bootstrap = distro.bootstrap;
+  if (options.image !== undefined || bootstrap.kind === "image") {
+    const image = options.image ?? (bootstrap.kind === "image" ? bootstrap.image(release) : "");
+    await appendImage(ctx, image);
+    const tree = await ctx.tree();
+    const install = bootstrap.kind === "image" ? bootstrap.install : "apt-get update && apt-get install -y --no-install-recommends {packages} && apt-get clean && rm -rf /var/lib/apt/lists/*";
+    ctx.log(`installing ${[...defaults, ...extra].join(" ")} in ${image}`);
+    await runInTree(ctx, tree, ["/bin/sh", "-ec", install.replace("{packages}", [...defaults, ...extra].join(" "))]);
+    finishBase(tree, distro, facts);
+    return;
+  }
+  await mmdebstrap(ctx, distro, bootstrap, options, release, [...defaults, ...extra], facts);
+}
+
+async function mmdebstrap(
+  ctx: RootfsStepContext<readonly []>,
+  distro: Distro,
+  bootstrap: DebianBootstrap,
+  options: DistroBase,
+  release: string,
+  packages: readonly string[],
+  facts: BaseFacts,
+): Promise<void> {
+  const asRoot = process.getuid?.() === 0;
+  const mirrors = mirrorLines(distro, bootstrap, options, release, ctx.arch);
+  const args = [
+    `--mode=${asRoot ? "root" : "unshare"}`,
+    `--variant=${options.variant ?? bootstrap.variant}`,
+    `--architectures=${distro.archName(ctx.arch)}`,
+    `--components=${bootstrap.components.join(",")}`,
+    `--include=${packages.join(",")}`,
+    ...(bootstrap.keyring ? [`--keyring=${bootstrap.keyring}`] : []),
+  ];
+  const env = { SOURCE_DATE_EPOCH: String(ctx.sourceDateEpoch) };
+  ctx.log(`mirrors:\n  ${mirrors.join("\n  ")}`);
+  try {
+    if (asRoot) {
+      // As root, mmdebstrap writes straight into the tree: no tar to write, read and unpack.
+      const tree = await ctx.tree();
+      await ctx.exec("mmdebstrap", [...args, "--format=directory", release, tree.root, ...mirrors], { env, stdout: "log" });
+      finishBase(tree, distro, facts);
+      return;
+    }
+    // Without root: a tar made inside a user namespace (needs /etc/subuid), cleaned by hooks.
+    const work = await ctx.tempDir();
+    const factsFile = join(work, "base.json");
+    writeFileSync(factsFile, `${JSON.stringify(facts, null, 2)}\n`);
+    const prune = distro.prunePaths.map((path) => `"$1/${path}"`).join(" ");
+    const hooks = [
+      `--customize-hook=rm -rf "$1/var/run" && ln -s /run "$1/var/run"`,
+      `--customize-hook=rm -rf ${prune}`,
+      `--customize-hook=mkdir -p "$1/${dirnameOf(BASE_FACTS_PATH)}" && cp ${factsFile} "$1/${BASE_FACTS_PATH}"`,
+    ];
+    const tarball = join(work, "base.tar");
+    await ctx.exec("mmdebstrap", [...args, ...hooks, "--format=tar", release, tarball, ...mirrors], { env, stdout: "log" });
+    await ctx.appendLayer(tarball);
+  } catch (error) {
+    explainAptFailure(ctx, error, mirrors, release, packages);
+  }
+}
+
+/** What osbuilder's build_rootfs does after the bootstrap, and the facts later steps read. */
+function finishBase(tree: Tree, distro: Distro, facts: BaseFacts): void {
+  for (const path of distro.prunePaths) rmSync(tree.path(path, { followSymlink: false }), { recursive: true, force: true });
+  if (distro.bootstrap.kind === "mmdebstrap") {
+    const varRun = tree.path("var/run", { followSymlink: false });
+    rmSync(varRun, { recursive: true, force: true });
+    symlinkSync("/run", varRun);
+    makeDevices(tree);
+  }
+  const factsPath = tree.path(BASE_FACTS_PATH);
+  mkdirSync(join(factsPath, ".."), { recursive: true });
+  writeFileSync(factsPath, `${JSON.stringify(facts, null, 2)}\n`);
+}
+
+/** osbuilder's `MAKEDEV console tty ttyS null zero fd`: what the kernel and the agent need as PID 1. */
+function makeDevices(tree: Tree): void {
+  mkdirSync(tree.path("dev"), { recursive: true });
+  const nodes: Array<[string, number, number, number, number]> = [
+    ["console", 5, 1, 0o600, 0],
+    ["tty", 5, 0, 0o666, 5],
+    ["null", 1, 3, 0o666, 0],
+    ["zero", 1, 5, 0o666, 0],
+    ...[0, 1, 2, 3].map((n): [string, number, number, number, number] => [`ttyS${n}`, 4, 64 + n, 0o660, 20]),
+  ];
+  for (const [name, major, minor, mode, gid] of nodes) tree.mknod(`dev/${name}`, { type: "char", major, minor, mode, uid: 0, gid });
+  const links: Array<[string, string]> = [
+    ["fd", "/proc/self/fd"],
+    ["stdin", "fd/0"],
+    ["stdout", "fd/1"],
+    ["stderr", "fd/2"],
+  ];
+  for (const [name, target] of links) {
+    const path = tree.path(`dev/${name}`, { followSymlink: false });
+    rmSync(path, { recursive: true, force: true });
+    symlinkSync(target, path);
+  }
+}
+
+function mirrorLines(distro: Distro, bootstrap: DebianBootstrap, options: DistroBase, release: string, arch: Arch): string[] {
+  const components = bootstrap.components;
+  if (options.mirror !== undefined) {
+    const given = typeof options.mirror === "string" ? [options.mirror] : [...options.mirror];
+    return given.map((mirror) => (mirror.startsWith("deb ") ? mirror : `deb ${mirror} ${release} ${components.join(" ")}`));
+  }
+  const fromHost = mirrorLinesFromHost(readHostAptSources(), release, distro.name === "ubuntu" ? "ubuntu" : "debian", components);
+  return fromHost.length > 0 ? fromHost : [`deb ${bootstrap.defaultMirror(arch)} ${release} ${components.join(" ")}`];
+}
+
+/** Turns apt's failure lines into what went wrong and what to do. */
+function explainAptFailure(ctx: RootfsStepContext<readonly []>, error: unknown, mirrors: readonly string[], release: string, packages: readonly string[]): never {
+  const message = (error as Error).message ?? String(error);
+  const missing = /Unable to locate package (\S+)|Package '?([^' ]+)'? has no installation candidate/.exec(message);
+  if (missing) ctx.fail(`package '${missing[1] ?? missing[2]}' does not exist in ${release} (asked for: ${packages.join(", ")})\n${message}`);
+  if (/Could not connect|Could not resolve|Temporary failure resolving|Connection refused|Failed to fetch|Unable to connect|No route to host/.test(message)) {
+    ctx.fail(`could not reach the mirror (${mirrors.map((line) => line.split(" ")[1]).join(", ")}): check the network or the 'mirror' option\n${message}`);
+  }
+  if (/does not have a Release file|Release' does not|404\s+Not Found/.test(message)) ctx.fail(`the mirror has no release '${release}': check 'release' and 'mirror'\n${message}`);
+  if (/subuid|newuidmap|unshare/.test(message)) ctx.fail(`${message}\nwithout root, mmdebstrap needs subordinate ids: add a range for your user to /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER)`);
+  throw error;
+}
+
+async function appendImage(ctx: RootfsStepContext<readonly []>, image: string): Promise<void> {
+  const downloadDir = await ctx.tempDir();
+  let pulled;
+  try {
+    pulled = await pullImage(image, { architecture: ociArchitecture(ctx.arch), downloadDir, log: (message) => ctx.log(message) });
+  } catch (error) {
+    if (error instanceof RegistryError) ctx.fail(`${error.message}${error.hint ? `\n${error.hint}` : ""}`);
+    throw error;
+  }
+  for (const layer of pulled.layers) {
+    await ctx.appendLayer(layer.path);
+    rmSync(layer.path, { force: true });
+  }
+}
+
+function dirnameOf(path: string): string {
+  return path.slice(0, path.lastIndexOf("/"));
+}

@@ -1,5 +1,10 @@
 // The standard library of steps: every one written with the public defineStep, one file each.
 
-export { fetchBase, type FetchBaseOptions } from "./fetch-base.js";
+export { fetchBase, type FetchBaseOptions, type DistroBase, type ImageBase, type DirectoryBase, type TarballBase, type InitSystem } from "./fetch-base.js";
 export { overlay, type OverlayOptions } from "./overlay.js";
+export { installAgent, type InstallAgentOptions } from "./install-agent.js";
+export { addKernelModules, type AddKernelModulesOptions } from "./add-kernel-modules.js";
+export { provision, type ProvisionOptions } from "./provision.js";
+export { run, type RunOptions } from "./run.js";
 export { mkCpio, type MkCpioOptions, type CpioCompression } from "./mk-cpio.js";
+export { DISTROS, type DistroName } from "./distros/index.js";

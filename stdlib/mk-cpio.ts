@@ -11,6 +11,8 @@ import { PassThrough, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { defineStep, type ExecOptions, type ExecResult, type FileEntry } from "../engine/index.js";
 import { encodeNewcHeader, newcPadding, newcTrailer, type CpioEntry } from "../formats/cpio.js";
+import { checkBootable } from "./checks.js";
+import { OSBUILDER_YAML_PATH } from "./facts.js";
 
 export type CpioCompression = "gzip" | "zstd" | "none";
 
@@ -21,13 +23,18 @@ export interface MkCpioOptions {
   level?: number;
   /** Adds `/init` as a symlink to this path when the rootfs has no /init, as osbuilder does. Default "/sbin/init"; false to skip. */
   initLink?: string | false;
+  /**
+   * osbuilder's checks before packing (an executable /sbin/init; systemd or the agent as
+   * init, as osbuilder.yaml says). Default: on for rootfs made by installAgent.
+   */
+  checks?: boolean;
 }
 
 const DEFAULT_LEVEL: Record<CpioCompression, number> = { gzip: 9, zstd: 19, none: 0 };
 
 export const mkCpio = defineStep({
   kind: "mk-cpio",
-  version: 1,
+  version: 2,
   inputs: ["rootfs"],
   output: "blob",
   tools: (options: MkCpioOptions) => {
@@ -48,6 +55,10 @@ export const mkCpio = defineStep({
   },
   async run(options: MkCpioOptions, ctx) {
     const [rootfs] = ctx.inputs;
+    if (options.checks ?? (await rootfs.stat(OSBUILDER_YAML_PATH)) !== undefined) {
+      const problem = await checkBootable(rootfs);
+      if (problem) ctx.fail(problem);
+    }
     const compression = options.compression ?? "gzip";
     const level = options.level ?? DEFAULT_LEVEL[compression];
     const compress = (archive: Readable, outPath: string): Promise<void> => compressTo(archive, outPath, compression, level, ctx.cores, ctx.exec);

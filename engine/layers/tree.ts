@@ -1,10 +1,12 @@
 // The mutable tree a rootfs-producing step works on, and path resolution that never leaves it.
 
-import { chmodSync, lchownSync, lstatSync, readlinkSync, writeFileSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, readlinkSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { TarParser, type TarHeader } from "../../formats/tar.js";
 import type { Tree } from "../types.js";
 import { createSpecialNodes, applyXattrs } from "./host-metadata.js";
 import type { TreeOverrides } from "./diff.js";
+import { UnsafeArchiveError, openDecompressed } from "./import.js";
 
 const MAX_SYMLINK_HOPS = 40;
 
@@ -100,4 +102,90 @@ export class StepTree implements Tree {
     this.overrides.xattrs.set(relative, current);
     if (this.asRoot) applyXattrs(this.root, [{ path: relative, xattrs: { [name]: value } }], this.tempDir);
   }
+
+  async extract(archive: string, options?: { to?: string }): Promise<void> {
+    const base = treeRelative(options?.to ?? "/");
+    let current: { fd: number; header: TarHeader; path: string } | undefined;
+    const finish = (header: TarHeader, path: string): void => {
+      this.chown(path, header.uid, header.gid);
+      if (header.xattrs) for (const [name, value] of Object.entries(header.xattrs)) this.setXattr(path, name, value);
+    };
+    const parser = new TarParser({
+      onEntry: (header) => {
+        const relative = checkedArchivePath(header.path, header.rawPath);
+        if (relative === "") return; // the archive's root: the tree keeps its own
+        const path = base ? `${base}/${relative}` : relative;
+        const slash = path.lastIndexOf("/");
+        const parent = this.path(slash < 0 ? "" : path.slice(0, slash));
+        const target = join(parent, path.slice(slash + 1));
+        if (header.type === "dir") {
+          const resolved = this.path(path); // an existing symlink to a directory is kept and followed
+          let isDir = false;
+          try {
+            isDir = lstatSync(resolved).isDirectory();
+          } catch {
+            /* missing */
+          }
+          if (!isDir) {
+            rmSync(resolved, { force: true });
+            mkdirSync(resolved, { recursive: true });
+          }
+          chmodSync(resolved, header.mode);
+          finish(header, path);
+          return;
+        }
+        mkdirSync(parent, { recursive: true });
+        rmSync(target, { recursive: true, force: true });
+        switch (header.type) {
+          case "file": {
+            const fd = openSync(target, "wx", 0o600);
+            current = { fd, header, path }; // closed at the entry's end, after its data
+            return;
+          }
+          case "symlink":
+            symlinkSync(header.linkTarget!, target);
+            lutimesSync(target, header.mtime, header.mtime);
+            finish(header, path);
+            return;
+          case "hardlink": {
+            const linked = checkedArchivePath(header.linkTarget!, header.rawPath);
+            linkSync(this.path(base ? `${base}/${linked}` : linked, { followSymlink: false }), target);
+            return;
+          }
+          default:
+            this.mknod(path, { type: header.type, major: header.devMajor, minor: header.devMinor, mode: header.mode, uid: header.uid, gid: header.gid });
+        }
+      },
+      onData: (chunk) => {
+        let offset = 0;
+        while (offset < chunk.length) offset += writeSync(current!.fd, chunk, offset, chunk.length - offset);
+      },
+      onEntryEnd: () => {
+        if (current) this.closeExtracted(current, finish);
+        current = undefined;
+      },
+    });
+    try {
+      for await (const chunk of openDecompressed(archive)) {
+        if (!parser.ended) parser.write(chunk as Buffer);
+      }
+      parser.end();
+    } finally {
+      if (current) closeSync(current.fd);
+    }
+  }
+
+  private closeExtracted(file: { fd: number; header: TarHeader; path: string }, finish: (header: TarHeader, path: string) => void): void {
+    closeSync(file.fd);
+    const host = this.path(file.path, { followSymlink: false });
+    chmodSync(host, file.header.mode);
+    finish(file.header, file.path);
+  }
+}
+
+function checkedArchivePath(path: string, raw: string): string {
+  if (path.startsWith("/")) throw new UnsafeArchiveError(raw, `has the absolute path '${path}'`);
+  const parts = path.split("/").filter((part) => part !== "" && part !== ".");
+  if (parts.includes("..")) throw new UnsafeArchiveError(raw, `has the path '${path}', which leaves the tree through '..'`);
+  return parts.join("/");
 }

@@ -1,0 +1,45 @@
+// Debian: osbuilder's debian/config.sh, which re-uses the Ubuntu configuration.
+
+import type { Arch } from "../../engine/index.js";
+import { type Distro, parseDpkgStatus } from "./types.js";
+
+export const DEBIAN_ARCHES: Readonly<Record<Arch, string>> = { x86_64: "amd64", aarch64: "arm64", ppc64le: "ppc64el", s390x: "s390x" };
+
+/** What osbuilder's ubuntu/config.sh installs (debian/config.sh sources it). */
+export const DEBIAN_FAMILY_PACKAGES = {
+  base: ["chrony", "iptables", "dbus", "cryptsetup-bin", "e2fsprogs", "libseccomp2"],
+  systemd: ["init"],
+} as const;
+
+/** What osbuilder's ubuntu rootfs_lib.sh deletes right after mmdebstrap. */
+export const DEBIAN_FAMILY_PRUNE = ["bash-completion", "bug", "doc", "info", "lintian", "locale", "man", "menu", "misc", "pixmaps", "terminfo", "zsh"].map((name) => `usr/share/${name}`);
+
+export const debian: Distro = {
+  name: "debian",
+  prettyName: "debian",
+  releases: {
+    buster: "10",
+    bullseye: "11",
+    bookworm: "12",
+    trixie: "13",
+    forky: "14",
+    sid: "unstable",
+    "10": "10",
+    "11": "11",
+    "12": "12",
+    "13": "13",
+  },
+  defaultRelease: "bookworm",
+  architectures: ["x86_64", "aarch64", "ppc64le", "s390x"],
+  archName: (arch) => DEBIAN_ARCHES[arch],
+  packages: DEBIAN_FAMILY_PACKAGES,
+  initProcess: "systemd",
+  bootstrap: {
+    kind: "mmdebstrap",
+    variant: "required",
+    defaultMirror: () => "http://deb.debian.org/debian",
+    components: ["main"],
+  },
+  prunePaths: DEBIAN_FAMILY_PRUNE,
+  packageDatabase: { path: "var/lib/dpkg/status", parse: parseDpkgStatus },
+};

@@ -1,0 +1,77 @@
+// What osbuild knows about a Linux distribution, as data: the equivalent of osbuilder's
+// per-distro config.sh. Adding a distro is adding one such module (and listing it in index.ts).
+
+import type { Arch } from "../../engine/index.js";
+
+export interface InstalledPackage {
+  name: string;
+  version: string;
+  architecture: string;
+}
+
+export interface Distro {
+  /** Name used in configs: fetchBase({ distro: "debian" }). */
+  name: string;
+  /** As written in osbuilder.yaml's base-distro name. */
+  prettyName: string;
+  /** Release names (and aliases) this module knows → the version they stand for. */
+  releases: Readonly<Record<string, string>>;
+  defaultRelease: string;
+  /** Architectures Kata supports this distro on (osbuilder's ARCH_EXCLUDE_LIST inverted). */
+  architectures: readonly Arch[];
+  /** The distro's name for an architecture (Debian: amd64, arm64, ppc64el, s390x). */
+  archName(arch: Arch): string;
+  /** osbuilder's PACKAGES: always installed; `systemd` only with systemd as init. */
+  packages: { readonly base: readonly string[]; readonly systemd: readonly string[] };
+  /** osbuilder's INIT_PROCESS: the init program when the agent is not init. */
+  initProcess: string;
+  /** How the base is made. */
+  bootstrap: DebianBootstrap | ImageBootstrap;
+  /** Removed right after bootstrap (docs, man pages, locales...), as osbuilder's build_rootfs does. */
+  prunePaths: readonly string[];
+  /** Where the package database is and how to read it, for the package list (SBOM). */
+  packageDatabase?: { path: string; parse(content: string): InstalledPackage[] };
+}
+
+/** mmdebstrap from a Debian-style archive. */
+export interface DebianBootstrap {
+  kind: "mmdebstrap";
+  variant: string;
+  /** The archive when neither the config nor the host's apt sources give one. */
+  defaultMirror(arch: Arch): string;
+  /** Extra suites next to the release's, e.g. "-updates", "-security" and their archive. */
+  components: readonly string[];
+  keyring?: string;
+}
+
+/** A distro osbuild starts from its official OCI image, then installs packages in it. */
+export interface ImageBootstrap {
+  kind: "image";
+  image(release: string): string;
+  /** Shell command run inside the rootfs to install packages ("{packages}" is replaced). */
+  install: string;
+}
+
+/** Parses dpkg's status file: every installed package with name, version and architecture. */
+export function parseDpkgStatus(content: string): InstalledPackage[] {
+  const packages: InstalledPackage[] = [];
+  for (const block of content.split(/\n\n+/)) {
+    const field = (name: string): string | undefined => new RegExp(`^${name}: (.*)$`, "m").exec(block)?.[1]?.trim();
+    const status = field("Status");
+    const name = field("Package");
+    if (!name || !status?.endsWith(" installed")) continue;
+    packages.push({ name, version: field("Version") ?? "", architecture: field("Architecture") ?? "" });
+  }
+  return packages.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** Parses apk's installed database (P: name, V: version, A: arch). */
+export function parseApkInstalled(content: string): InstalledPackage[] {
+  const packages: InstalledPackage[] = [];
+  for (const block of content.split(/\n\n+/)) {
+    const field = (key: string): string | undefined => new RegExp(`^${key}:(.*)$`, "m").exec(block)?.[1]?.trim();
+    const name = field("P");
+    if (name) packages.push({ name, version: field("V") ?? "", architecture: field("A") ?? "" });
+  }
+  return packages.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}

@@ -1,0 +1,36 @@
+// Ubuntu: osbuilder's ubuntu/config.sh and rootfs_lib.sh.
+
+import { type Distro, parseDpkgStatus } from "./types.js";
+import { DEBIAN_ARCHES, DEBIAN_FAMILY_PACKAGES, DEBIAN_FAMILY_PRUNE } from "./debian.js";
+
+export const ubuntu: Distro = {
+  name: "ubuntu",
+  prettyName: "ubuntu",
+  releases: {
+    focal: "20.04",
+    jammy: "22.04",
+    noble: "24.04",
+    plucky: "25.04",
+    questing: "25.10",
+    resolute: "26.04",
+    "20.04": "20.04",
+    "22.04": "22.04",
+    "24.04": "24.04",
+    "26.04": "26.04",
+  },
+  defaultRelease: "noble",
+  architectures: ["x86_64", "aarch64", "ppc64le", "s390x"],
+  archName: (arch) => DEBIAN_ARCHES[arch],
+  packages: DEBIAN_FAMILY_PACKAGES,
+  initProcess: "systemd",
+  bootstrap: {
+    kind: "mmdebstrap",
+    variant: "required",
+    // osbuilder: archive.ubuntu.com for x86_64, ports.ubuntu.com for the others
+    defaultMirror: (arch) => (arch === "x86_64" ? "http://archive.ubuntu.com/ubuntu" : "http://ports.ubuntu.com"),
+    components: ["main"],
+    keyring: "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
+  },
+  prunePaths: DEBIAN_FAMILY_PRUNE,
+  packageDatabase: { path: "var/lib/dpkg/status", parse: parseDpkgStatus },
+};

@@ -1,0 +1,172 @@
+// installAgent: puts the kata-agent into the rootfs and sets up who starts it, exactly as
+// osbuilder's rootfs.sh does: the agent as init (/sbin/init), or systemd starting
+// kata-agent.service through kata-containers.target. Then writes osbuilder.yaml.
+
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync, closeSync, openSync, readSync } from "node:fs";
+import { arch as hostArch } from "node:os";
+import { basename, join } from "node:path";
+import { defineStep, type Arch, type Tree } from "../engine/index.js";
+import { ELF_MACHINES, elfArchitecture, parseElfHeader } from "../formats/elf.js";
+import type { InitSystem } from "./fetch-base.js";
+import { OSBUILDER_YAML_PATH, readBaseFacts } from "./facts.js";
+import { osbuilderYaml } from "./osbuilder-yaml.js";
+import { KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET, TMP_MOUNT } from "./units.js";
+
+export interface InstallAgentOptions {
+  /** A kata-agent binary on the host. */
+  binary?: string;
+  /** Or a tarball holding usr/bin/kata-agent (and possibly its units), as Kata releases ship it. */
+  tarball?: string;
+  /** Who is PID 1: the agent itself, or systemd. */
+  init: InitSystem;
+  /** Recorded in osbuilder.yaml. Default "unknown". */
+  version?: string;
+  /** Strip the binary, as osbuilder does (when a strip for its architecture is at hand). Default true. */
+  strip?: boolean;
+  /** Confidential guest: kata-containers.target also requires systemd-remount-fs (see provision's fstab line). */
+  confidential?: boolean;
+}
+
+const AGENT_PATH = "usr/bin/kata-agent";
+const UNIT_DIR = "usr/lib/systemd/system";
+const SYSTEMD_PATHS = ["usr/lib/systemd/systemd", "lib/systemd/systemd"];
+
+export const installAgent = defineStep({
+  kind: "install-agent",
+  version: 1,
+  inputs: ["rootfs"],
+  output: "rootfs",
+  hostPaths: ["binary", "tarball"],
+  tools: (options: InstallAgentOptions) => (options.strip === false ? [] : [{ command: "strip", versionArgs: ["--version"], package: "binutils" }]),
+  validate(options: InstallAgentOptions) {
+    if ((options.binary === undefined) === (options.tarball === undefined)) return "give exactly one of 'binary' or 'tarball'";
+    if (options.init !== "agent" && options.init !== "systemd") return `init must be "agent" or "systemd", got ${JSON.stringify(options.init)}`;
+    return undefined;
+  },
+  async run(options: InstallAgentOptions, ctx) {
+    if (options.binary !== undefined) checkElf(options.binary, ctx.arch, ctx.fail);
+    const tree = await ctx.tree();
+    const agent = tree.path(AGENT_PATH);
+    if (options.binary !== undefined) {
+      mkdirSync(join(agent, ".."), { recursive: true });
+      rmSync(agent, { force: true });
+      copyFileSync(options.binary, agent);
+      tree.chown(AGENT_PATH, 0, 0);
+    } else {
+      await tree.extract(options.tarball!);
+      if (!existsSync(agent)) ctx.fail(`the agent tarball ${options.tarball} has no /${AGENT_PATH}`);
+      checkElf(agent, ctx.arch, ctx.fail);
+    }
+    chmodSync(agent, 0o755);
+    if ((options.strip ?? true) && hostArchitecture() === ctx.arch) await ctx.exec("strip", [agent]);
+
+    if (options.init === "agent") {
+      // mv -f kata-agent /sbin/init, as osbuilder's setup_agent_init
+      const init = tree.path("sbin/init", { followSymlink: false });
+      mkdirSync(join(init, ".."), { recursive: true });
+      rmSync(init, { force: true });
+      renameSync(agent, init);
+      link(tree, "init", "/sbin/init");
+    } else {
+      installSystemdUnits(tree, options.confidential ?? false);
+      if (!SYSTEMD_PATHS.some((path) => existsSync(tree.path(path)))) {
+        ctx.fail(`systemd is not installed (none of /${SYSTEMD_PATHS.join(", /")}): fetch the base with init: "systemd" or add the distro's init package`);
+      }
+      if (!exists(tree, "init")) link(tree, "init", "/lib/systemd/systemd");
+    }
+
+    const facts = readBaseFacts(tree);
+    const yaml = osbuilderYaml({
+      sourceDateEpoch: ctx.sourceDateEpoch,
+      architecture: ctx.arch,
+      distro: facts ? { name: facts.prettyName, version: facts.release, packages: facts.packages } : osRelease(tree),
+      agent: { version: options.version ?? "unknown", isInit: options.init === "agent" },
+    });
+    const yamlPath = tree.path(OSBUILDER_YAML_PATH);
+    mkdirSync(join(yamlPath, ".."), { recursive: true });
+    writeFileSync(yamlPath, yaml);
+  },
+});
+
+/** The units osbuilder installs with systemd as init (kept when the tarball brought its own). */
+function installSystemdUnits(tree: Tree, confidential: boolean): void {
+  const unitDir = tree.path(UNIT_DIR);
+  mkdirSync(unitDir, { recursive: true });
+  const write = (name: string, content: string): void => {
+    const path = join(unitDir, name);
+    if (!existsSync(path)) writeFileSync(path, content, { mode: 0o644 });
+  };
+  write("kata-agent.service", KATA_AGENT_SERVICE);
+  write("kata-containers.target", KATA_CONTAINERS_TARGET);
+  if (confidential) {
+    const target = join(unitDir, "kata-containers.target");
+    const text = readFileSync(target, "utf8");
+    if (!/^Requires=.*systemd-remount-fs\.service/m.test(text)) writeFileSync(target, `${text}Requires=systemd-remount-fs.service\n`);
+  }
+  // rootfs.sh: the distro's tmp.mount when systemd has none installed, else its own copy.
+  if (!exists(tree, "etc/systemd/system/tmp.mount") && !exists(tree, `${UNIT_DIR}/tmp.mount`)) {
+    const shipped = tree.path("usr/share/systemd/tmp.mount");
+    const target = tree.path("etc/systemd/system/tmp.mount", { followSymlink: false });
+    mkdirSync(join(target, ".."), { recursive: true });
+    if (existsSync(shipped)) copyFileSync(shipped, target);
+    else writeFileSync(target, TMP_MOUNT);
+    chmodSync(target, 0o644);
+  }
+  link(tree, "etc/systemd/system/basic.target.wants/kata-containers.target", `/${UNIT_DIR}/kata-containers.target`);
+  link(tree, "etc/systemd/system/kata-containers.target.wants/dbus.socket", `/${UNIT_DIR}/dbus.socket`);
+}
+
+/** ln -sf TARGET PATH inside the tree. */
+function link(tree: Tree, path: string, target: string): void {
+  const host = tree.path(path, { followSymlink: false });
+  mkdirSync(join(host, ".."), { recursive: true });
+  rmSync(host, { force: true });
+  symlinkSync(target, host);
+}
+
+function exists(tree: Tree, path: string): boolean {
+  try {
+    lstatSync(tree.path(path, { followSymlink: false }));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function checkElf(file: string, arch: Arch, fail: (message: string) => never): void {
+  const head = Buffer.alloc(20);
+  const fd = openSync(file, "r");
+  try {
+    readSync(fd, head, 0, 20, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const elf = parseElfHeader(head);
+  const name = basename(file);
+  if (!elf) {
+    const start = head.subarray(0, 2).toString("latin1") === "#!" ? "a script" : `a file starting with ${head.subarray(0, 4).toString("hex")}`;
+    fail(`the agent ${file} is not an ELF executable (it is ${start}): give the kata-agent binary itself`);
+  }
+  if (elf.type !== 2 && elf.type !== 3) fail(`the agent ${name} is an ELF file of type ${elf.type}, not an executable`);
+  const found = elfArchitecture(elf);
+  if (found !== arch) {
+    const want = ELF_MACHINES[arch]!;
+    fail(`the agent ${file} is built for ${found ?? `machine ${elf.machine}`}, but the rootfs is for ${arch} (ELF machine ${want.machine}): build or download the agent for ${arch}`);
+  }
+}
+
+function hostArchitecture(): Arch {
+  return ({ x64: "x86_64", arm64: "aarch64", ppc64: "ppc64le", s390x: "s390x" } as Record<string, Arch>)[hostArch()] ?? "x86_64";
+}
+
+/** Without fetchBase's record (an image or tarball base): what /etc/os-release says. */
+function osRelease(tree: Tree): { name: string; version: string; packages: { default: string[]; extra: string[] } } {
+  let text = "";
+  try {
+    text = readFileSync(tree.path("etc/os-release"), "utf8");
+  } catch {
+    /* none */
+  }
+  const value = (key: string): string => (new RegExp(`^${key}=(.*)$`, "m").exec(text)?.[1] ?? "").replace(/^"|"$/g, "");
+  return { name: value("ID") || "unknown", version: value("VERSION_CODENAME") || value("VERSION_ID") || "unknown", packages: { default: [], extra: [] } };
+}
