@@ -65,7 +65,7 @@ export type FetchBaseOptions = DistroBase | ImageBase | DirectoryBase | TarballB
 
 export const fetchBase = defineStep({
   kind: "fetch-base",
-  version: 2,
+  version: 3,
   inputs: [],
   output: "rootfs",
   hostPaths: ["directory", "tarball"],
@@ -199,11 +199,15 @@ function finishBase(tree: Tree, distro: Distro, facts: BaseFacts): void {
   writeFileSync(factsPath, `${JSON.stringify(facts, null, 2)}\n`);
 }
 
-/** osbuilder's `MAKEDEV console tty ttyS null zero fd`: what the kernel and the agent need as PID 1. */
+/**
+ * The nodes of osbuilder's `MAKEDEV console tty ttyS null zero fd` that a guest uses, with
+ * MAKEDEV's modes and groups (MAKEDEV's "null" alone also makes ~200 mem, ram and loop nodes
+ * that a Kata guest never opens; they are left out).
+ */
 function makeDevices(tree: Tree): void {
   mkdirSync(tree.path("dev"), { recursive: true });
   const nodes: Array<[string, number, number, number, number]> = [
-    ["console", 5, 1, 0o600, 0],
+    ["console", 5, 1, 0o600, 5],
     ["tty", 5, 0, 0o666, 5],
     ["null", 1, 3, 0o666, 0],
     ["zero", 1, 5, 0o666, 0],

@@ -3,7 +3,7 @@
 // (rootfs.sh -d), the agent policy, guest hooks and extra tarballs, the confidential-guest
 // fstab line, and a package list (SBOM) of everything installed.
 
-import { appendFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, copyFileSync, chmodSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, copyFileSync, chmodSync } from "node:fs";
 import { basename, join } from "node:path";
 import { defineStep, type Tree } from "../engine/index.js";
 import { findDistro } from "./distros/index.js";
@@ -48,7 +48,7 @@ export const PRUNED_FILES = ["systemd-bless-boot-generator", "systemd-fstab-gene
 
 export const provision = defineStep({
   kind: "provision",
-  version: 1,
+  version: 2,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["agentPolicy", "guestHooks", "extraTarballs"],
@@ -101,10 +101,12 @@ export const provision = defineStep({
       await tree.extract(archive);
     }
 
-    // An empty resolv.conf the agent can bind-mount the container's over (not a symlink).
+    // An empty resolv.conf the agent can bind-mount the container's over: not a symlink,
+    // and not the build machine's (which the bootstrap may have copied in).
     const resolvConf = tree.path("etc/resolv.conf", { followSymlink: false });
-    if (isSymlink(resolvConf)) rmSync(resolvConf);
-    if (!existsSync(resolvConf)) writeInTree(tree, "etc/resolv.conf", "");
+    rmSync(resolvConf, { force: true });
+    writeInTree(tree, "etc/resolv.conf", "");
+    chmodSync(resolvConf, 0o644);
 
     if (options.pruneSystemdUnits ?? true) {
       const removed = pruneSystemd(tree);
@@ -164,12 +166,4 @@ function writeInTree(tree: Tree, path: string, content: string): void {
   const host = tree.path(path);
   mkdirSync(join(host, ".."), { recursive: true });
   writeFileSync(host, content);
-}
-
-function isSymlink(path: string): boolean {
-  try {
-    return lstatSync(path).isSymbolicLink();
-  } catch {
-    return false;
-  }
 }
