@@ -1,11 +1,12 @@
 // The default build: a Kata guest from Debian bookworm, the agent installed as init (or
-// started by systemd with --set init=systemd), packed as an initrd and kept as a rootfs.
+// started by systemd with --set init=systemd), packed as an initrd and as a disk image,
+// and kept as a rootfs (an OCI image layout).
 //
 //   osbuild run                                  # build everything into ./out
 //   osbuild run --set agent=/path/to/kata-agent  # any real kata-agent binary
 //   osbuild run --set init=systemd               # systemd as PID 1
 
-import { defineConfig, fetchBase, installAgent, mkCpio, param, provision } from "osbuild";
+import { defineConfig, fetchBase, installAgent, mkCpio, mkExt4, param, provision } from "osbuild";
 
 export default defineConfig({
   params: {
@@ -21,6 +22,7 @@ export default defineConfig({
     const rootfs = installAgent(provisioned, { binary: agent, init });
     return {
       initrd: mkCpio(rootfs, { compression: "gzip" }),
+      image: mkExt4(rootfs),
       rootfs,
     };
   },

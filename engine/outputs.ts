@@ -2,10 +2,9 @@
 // already there: a blob becomes a file, a rootfs an OCI image layout directory.
 
 import { createHash } from "node:crypto";
-import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
-import { chmod, mkdir, rm, writeFile } from "node:fs/promises";
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { chmod, mkdir, open, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { pipeline } from "node:stream/promises";
 import { MEDIA_TYPES, OCI_LAYOUT, imageConfig, imageIndex, imageManifest, type Descriptor } from "../formats/oci.js";
 import type { BuildContext, StoredArtifact } from "./build.js";
 import type { EventSink } from "./events.js";
@@ -55,9 +54,36 @@ function statKey(path: string): string {
   }
 }
 
-/** Copies content out of the store, verifying it on the way. */
+/**
+ * Copies content out of the store, verifying it on the way, and keeping it sparse: runs of
+ * zeros (a disk image's free space) are skipped rather than written.
+ */
 async function copyVerified(context: BuildContext, digest: StoredArtifact["digest"], path: string): Promise<void> {
-  await pipeline(context.store.openVerified(digest), createWriteStream(path, { flags: "wx", mode: 0o644 }));
+  const out = await open(path, "wx", 0o644);
+  let position = 0;
+  try {
+    for await (const chunk of context.store.openVerified(digest)) {
+      const bytes = chunk as Buffer;
+      for (let start = 0; start < bytes.length; start += SPARSE_BLOCK) {
+        const piece = bytes.subarray(start, start + SPARSE_BLOCK);
+        if (!isAllZero(piece)) await out.write(piece, 0, piece.length, position);
+        position += piece.length;
+      }
+    }
+    await out.truncate(position);
+  } finally {
+    await out.close();
+  }
+}
+
+const SPARSE_BLOCK = 64 * 1024;
+
+function isAllZero(bytes: Buffer): boolean {
+  // Compare 8 bytes at a time where the buffer allows it.
+  const words = Math.floor(bytes.length / 8);
+  for (let i = 0; i < words; i++) if (bytes.readBigUInt64LE(i * 8) !== 0n) return false;
+  for (let i = words * 8; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
 }
 
 async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"], path: string): Promise<void> {

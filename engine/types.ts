@@ -33,6 +33,51 @@ export type Arch = "x86_64" | "aarch64" | "ppc64le" | "s390x";
 /** What a config's build function returns: target name → artifact. */
 export type Targets = Record<string, Artifact>;
 
+// ---------------------------------------------------------------------------
+// Commands: more `osbuild` subcommands, written like steps against this API.
+
+export interface CommandOption {
+  type: "string" | "boolean";
+  multiple?: boolean;
+  description: string;
+}
+
+export type CommandOptionValues = Readonly<Record<string, string | boolean | string[] | undefined>>;
+
+export interface CommandSpec {
+  /** The subcommand, e.g. "boot". */
+  name: string;
+  /** One line for `osbuild --help`. */
+  summary: string;
+  /** e.g. "boot TARGET [--kernel PATH] [--expect TEXT]" */
+  usage: string;
+  options?: Readonly<Record<string, CommandOption>>;
+  /** Returns the exit status. Throw ConfigError-like errors for bad usage. */
+  run(args: readonly string[], options: CommandOptionValues, ctx: CommandContext): Promise<number>;
+}
+
+export interface BuiltOutputs {
+  ok: boolean;
+  /** target name → path of the written output */
+  outputs: Record<string, string>;
+}
+
+export interface CommandContext {
+  readonly cacheDir: string;
+  readonly outDir: string;
+  /** The config's target names (loads and type-checks it). */
+  targetNames(): Promise<string[]>;
+  /** Builds targets of the config as `osbuild run` would, reporting progress on stderr. */
+  build(targets?: readonly string[], overrides?: { outDir?: string; cacheDir?: string }): Promise<BuiltOutputs>;
+  /**
+   * Builds artifacts made by steps called in code (not in the config), cached like any
+   * other, into a directory of their own under the cache.
+   */
+  buildArtifacts(name: string, targets: () => Targets): Promise<BuiltOutputs>;
+  /** A line on stderr, so that stdout stays the command's own. */
+  log(message: string): void;
+}
+
 export interface ParamSpec<T> {
   readonly type: "string" | "path" | "number" | "boolean" | "choice";
   readonly default: T;

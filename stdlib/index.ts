@@ -8,3 +8,4 @@ export { provision, type ProvisionOptions } from "./provision.js";
 export { run, type RunOptions } from "./run.js";
 export { mkCpio, type MkCpioOptions, type CpioCompression } from "./mk-cpio.js";
 export { DISTROS, type DistroName } from "./distros/index.js";
+export { mkExt4, type MkExt4Options } from "./mk-ext4.js";

@@ -4,9 +4,11 @@ import { availableParallelism, homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { Build, type BuildSettings } from "../build.js";
-import { checkConfig, loadConfig, resolveConfigPath, type LoadedConfig } from "../config/load.js";
+import { checkConfig, loadConfig, machineArch, resolveConfigPath, type LoadedConfig } from "../config/load.js";
+import { registeredNodes } from "../define.js";
 import { ConfigError, StepError, errorMessage, formatLocation } from "../errors.js";
-import { renderDot, renderMermaid } from "../graph.js";
+import { buildGraph, renderDot, renderMermaid } from "../graph.js";
+import type { CommandContext, CommandSpec } from "../types.js";
 import { cacheCommand } from "./cache.js";
 import { explainStep } from "./explain.js";
 import { jsonSink, plainSink, terminalSink } from "./progress.js";
@@ -49,25 +51,32 @@ const OPTIONS = {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>["values"];
 
-export async function main(argv: readonly string[]): Promise<number> {
+export async function main(argv: readonly string[], commands: readonly CommandSpec[] = []): Promise<number> {
+  // The subcommand decides which options exist, so find it before parsing strictly.
+  const name = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: false }).positionals[0];
+  const plugin = commands.find((command) => command.name === name);
+  const options = { ...OPTIONS, ...(plugin?.options ?? {}) } as ParseArgsConfig["options"];
+  const usage = usageText(commands);
   let parsed;
   try {
-    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true });
+    parsed = parseArgs({ args: [...argv], options, allowPositionals: true });
   } catch (error) {
-    process.stderr.write(`osbuild: ${errorMessage(error)}\n\n${USAGE}`);
+    process.stderr.write(`osbuild: ${errorMessage(error)}\n\n${usage}`);
     return 2;
   }
-  const { values, positionals } = parsed;
+  const values = parsed.values as Values & Record<string, string | boolean | string[] | undefined>;
+  const positionals = parsed.positionals;
   if (values.version) {
     process.stdout.write(`osbuild ${await packageVersion()}\n`);
     return 0;
   }
   const [command, ...rest] = positionals;
   if (values.help || !command || command === "help") {
-    process.stdout.write(USAGE);
+    process.stdout.write(plugin ? `usage: osbuild ${plugin.usage}\n\n${pluginOptionsText(plugin)}` : usage);
     return command || values.help ? 0 : 2;
   }
   try {
+    if (plugin) return await plugin.run(rest, values, commandContext(values));
     switch (command) {
       case "run":
         return await runCommand(values, rest);
@@ -81,11 +90,61 @@ export async function main(argv: readonly string[]): Promise<number> {
       case "cache":
         return await cacheCommand(rest, cacheDirOf(values), { all: values.all ?? false, olderThanDays: values["older-than"] });
       default:
-        throw new ConfigError(`unknown command '${command}'`, undefined, "commands: run, check, graph, explain, cache");
+        throw new ConfigError(`unknown command '${command}'`, undefined, `commands: ${["run", "check", "graph", "explain", "cache", ...commands.map((item) => item.name)].join(", ")}`);
     }
   } catch (error) {
     return reportError(error);
   }
+}
+
+function usageText(commands: readonly CommandSpec[]): string {
+  const extra = commands.map((command) => `  ${command.usage.padEnd(20)}${command.usage.length >= 20 ? "\n" + " ".repeat(22) : ""}${command.summary}\n`).join("");
+  return USAGE.replace("\noptions:", `${extra}\noptions:`);
+}
+
+function pluginOptionsText(command: CommandSpec): string {
+  const lines = Object.entries(command.options ?? {}).map(([name, option]) => `  --${name}${option.type === "string" ? " VALUE" : ""}`.padEnd(24) + option.description);
+  return `${command.summary}\n\n${lines.join("\n")}\n`;
+}
+
+/** What a plugin command can do: build the config's targets, or artifacts of its own. */
+function commandContext(values: Values): CommandContext {
+  const cacheDir = cacheDirOf(values);
+  const outDir = resolve(values.out ?? "out");
+  const log = (message: string): void => void process.stderr.write(`${message}\n`);
+  const quietSink = plainSink(process.stderr, process.stderr);
+  return {
+    cacheDir,
+    outDir,
+    log,
+    async targetNames() {
+      return [...(await load(values)).graph.targets.keys()];
+    },
+    async build(targets, overrides) {
+      const config = await load(values);
+      const settings = { ...settingsOf(values, config), ...(overrides?.outDir ? { outDir: overrides.outDir } : {}), ...(overrides?.cacheDir ? { cacheDir: overrides.cacheDir } : {}) };
+      const names = targets && targets.length > 0 ? [...targets] : [...config.graph.targets.keys()];
+      for (const name of names) if (!config.graph.targets.has(name)) throw new ConfigError(`unknown target '${name}'`, config.definition.location, `targets: ${[...config.graph.targets.keys()].join(", ")}`);
+      const result = await new Build(config.graph, settings, quietSink).run(names);
+      return { ok: result.ok, outputs: result.outputs };
+    },
+    async buildArtifacts(name, makeTargets) {
+      const targets = makeTargets();
+      const graph = buildGraph(targets, registeredNodes());
+      const settings: BuildSettings = {
+        configFile: join(cacheDir, "commands", `${name}.ts`),
+        cacheDir,
+        outDir: join(cacheDir, "commands", name),
+        jobs: availableParallelism(),
+        sourceDateEpoch: 0,
+        arch: machineArch(),
+        keepGoing: false,
+        verbose: values.verbose ?? false,
+      };
+      const result = await new Build(graph, settings, quietSink).run([...graph.targets.keys()]);
+      return { ok: result.ok, outputs: result.outputs };
+    },
+  };
 }
 
 export function cacheDirOf(values: Values): string {

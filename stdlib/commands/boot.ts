@@ -1,0 +1,181 @@
+// `osbuild boot TARGET`: boots an initrd or a disk image of the config (or any such file)
+// in QEMU with the machine's kernel, console on stdout, and succeeds when --expect appears.
+
+import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { ConfigError, defineCommand, type CommandContext } from "../../engine/index.js";
+import { addKernelModules } from "../add-kernel-modules.js";
+import { fetchBase } from "../fetch-base.js";
+import { mkCpio } from "../mk-cpio.js";
+import { parseMbr } from "../../formats/mbr.js";
+import { BOOT_MODULES, writeBootTree } from "../boot/boot-initrd.js";
+import { runQemu, type QemuBoot } from "../boot/qemu.js";
+
+export const bootCommand = defineCommand({
+  name: "boot",
+  summary: "boot an initrd or disk image in QEMU (TARGET: a target of the config, or a file)",
+  usage: "boot TARGET [--expect TEXT] [--kernel PATH] [--timeout S] [--nvdimm]",
+  options: {
+    kernel: { type: "string", description: "kernel to boot (default: the newest /boot/vmlinuz-*)" },
+    modules: { type: "string", description: "modules of that kernel for a disk image's boot initrd (default: /lib/modules/<its version>)" },
+    expect: { type: "string", description: "succeed as soon as this text appears on the console" },
+    timeout: { type: "string", description: "seconds before giving up (default 180)" },
+    memory: { type: "string", description: "guest memory in MiB (default 1024)" },
+    append: { type: "string", description: "more kernel command-line arguments" },
+    nvdimm: { type: "boolean", description: "attach a disk image as a read-only NVDIMM, as Kata does on x86 (DAX)" },
+    accel: { type: "string", description: "tcg, kvm or auto (default auto: KVM when it works here)" },
+  },
+  async run(args, options, ctx) {
+    if (args.length !== 1) throw new ConfigError("boot needs one target name or file: osbuild boot TARGET");
+    const file = await artifactPath(args[0]!, ctx);
+    const kernel = findKernel(options.kernel as string | undefined);
+    const timeoutMs = Number(options.timeout ?? 180) * 1000;
+    if (!(timeoutMs > 0)) throw new ConfigError(`--timeout ${String(options.timeout)}: expected seconds`);
+    const memoryMiB = Number(options.memory ?? 1024);
+    const expect = options.expect as string | undefined;
+    const extra = (options.append as string | undefined) ?? "";
+    const kind = detectKind(file);
+
+    let boot: QemuBoot;
+    const base = { kernel: kernel.path, memoryMiB, timeoutMs, expect, onOutput: (text: string) => void process.stdout.write(text) };
+    if (kind === "initrd") {
+      boot = { ...base, initrd: file, append: `console=ttyS0 panic=-1 ${extra}`.trim(), accel: await accel(options.accel, ctx, kernel, file) };
+    } else {
+      const bootInitrd = await buildBootInitrd(ctx, kernel, options.modules as string | undefined);
+      const fstype = filesystemOf(file);
+      const nvdimm = options.nvdimm === true;
+      const modules = [...(nvdimm ? ["libnvdimm", "nfit", "nd_btt", "nd_pmem"] : ["virtio_pci", "virtio_blk"]), ...(fstype === "ext4" ? ["crc32c_generic", "ext4"] : [fstype])];
+      const append = [
+        "console=ttyS0 panic=-1",
+        `osbuild.root=${nvdimm ? "/dev/pmem0p1" : "/dev/vda1"}`,
+        `osbuild.fstype=${fstype}`,
+        `osbuild.flags=${nvdimm ? "ro,dax" : "ro"}`,
+        bootInitrd.hasModules ? `osbuild.modules=${modules.join(",")}` : "",
+        extra,
+      ].filter(Boolean).join(" ");
+      boot = {
+        ...base,
+        initrd: bootInitrd.path,
+        append,
+        ...(nvdimm ? { nvdimm: { path: file, bytes: statSync(file).size } } : { disk: file }),
+        accel: await accel(options.accel, ctx, kernel, bootInitrd.path),
+      };
+    }
+    ctx.log(`booting ${file} (${kind}) with ${kernel.path} on ${boot.accel}${expect ? `, waiting for "${expect}"` : ""}`);
+    const result = await runQemu(boot);
+    if (result.ok) {
+      if (expect) ctx.log(`\nosbuild boot: found "${expect}"`);
+      return 0;
+    }
+    if (result.timedOut) ctx.log(`\nosbuild boot: timed out after ${timeoutMs / 1000} s${expect ? ` without "${expect}"` : ""}`);
+    else ctx.log(`\nosbuild boot: the guest stopped (qemu exit ${result.exitCode})${expect ? ` without printing "${expect}"` : ""}`);
+    return 1;
+  },
+});
+
+/** A target of the config is built first; anything else must be a file. */
+async function artifactPath(name: string, ctx: CommandContext): Promise<string> {
+  if (existsSync(name) && statSync(name).isFile()) return resolve(name);
+  const targets = await ctx.targetNames();
+  if (!targets.includes(name)) throw new ConfigError(`'${name}' is neither a file nor a target of the config`, undefined, `targets: ${targets.join(", ")}`);
+  const built = await ctx.build([name]);
+  if (!built.ok || !built.outputs[name]) throw new ConfigError(`building '${name}' failed: nothing to boot`);
+  if (!statSync(built.outputs[name]!).isFile()) throw new ConfigError(`target '${name}' is a rootfs: boot an initrd or a disk image made from it`);
+  return built.outputs[name]!;
+}
+
+interface Kernel {
+  path: string;
+  version: string | undefined;
+}
+
+function findKernel(given: string | undefined): Kernel {
+  if (given) {
+    if (!existsSync(given)) throw new ConfigError(`kernel ${given} does not exist`);
+    return { path: resolve(given), version: /vmlinuz-(.+)$/.exec(given)?.[1] };
+  }
+  const candidates = existsSync("/boot") ? readdirSync("/boot").filter((name) => name.startsWith("vmlinuz-")).sort(compareVersions) : [];
+  const newest = candidates[candidates.length - 1];
+  if (!newest) throw new ConfigError("no kernel in /boot", undefined, "install the Debian package linux-image-amd64, or pass --kernel PATH");
+  const path = join("/boot", newest);
+  try {
+    closeSync(openSync(path, "r"));
+  } catch {
+    throw new ConfigError(`cannot read ${path}`, undefined, `run as root, or make it readable (chmod 0644 ${path}), or pass --kernel PATH`);
+  }
+  return { path, version: newest.slice("vmlinuz-".length) };
+}
+
+function compareVersions(a: string, b: string): number {
+  return a.localeCompare(b, undefined, { numeric: true });
+}
+
+function detectKind(file: string): "initrd" | "disk" {
+  const head = Buffer.alloc(512);
+  const fd = openSync(file, "r");
+  try {
+    readSync(fd, head, 0, 512, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const magic = head.subarray(0, 6).toString("latin1");
+  if ((head[0] === 0x1f && head[1] === 0x8b) || head.readUInt32LE(0) === 0xfd2fb528 || magic === "070701" || magic.startsWith("\xfd7zXZ")) return "initrd";
+  if (head[510] === 0x55 && head[511] === 0xaa) return "disk";
+  throw new ConfigError(`${file} is neither an initrd (gzip, zstd, xz or cpio) nor a partitioned disk image`);
+}
+
+/** The filesystem in the image's first partition, from its superblock magic. */
+function filesystemOf(image: string): "ext4" | "erofs" | "xfs" {
+  const fd = openSync(image, "r");
+  try {
+    const sector = Buffer.alloc(512);
+    readSync(fd, sector, 0, 512, 0);
+    const first = parseMbr(sector).partitions[0];
+    const offset = (first?.startLba ?? 2048) * 512;
+    const probe = Buffer.alloc(2048);
+    readSync(fd, probe, 0, 2048, offset);
+    if (probe.readUInt16LE(1024 + 56) === 0xef53) return "ext4";
+    if (probe.readUInt32LE(1024) === 0xe0f5e1e2) return "erofs";
+    if (probe.subarray(0, 4).toString("latin1") === "XFSB") return "xfs";
+  } finally {
+    closeSync(fd);
+  }
+  throw new ConfigError(`no ext4, erofs or xfs filesystem found in the first partition of ${image}`);
+}
+
+/** The boot initrd for this kernel: busybox, its modules (if it has them as modules), an /init. */
+async function buildBootInitrd(ctx: CommandContext, kernel: Kernel, modulesDir: string | undefined): Promise<{ path: string; hasModules: boolean }> {
+  const tree = writeBootTree(join(ctx.cacheDir, "commands"));
+  const from = modulesDir ?? "/lib/modules";
+  const hasModules = kernel.version !== undefined && existsSync(join(from, kernel.version, "modules.dep"));
+  const result = await ctx.buildArtifacts(`boot-initrd-${kernel.version ?? "custom"}`, () => {
+    const base = fetchBase({ directory: tree });
+    const rootfs = hasModules ? addKernelModules(base, { from, kernelVersion: kernel.version!, modules: BOOT_MODULES }) : base;
+    return { initrd: mkCpio(rootfs, { compression: "gzip", level: 6, initLink: false, checks: false }) };
+  });
+  if (!result.ok) throw new ConfigError("building the boot initrd failed (see above)");
+  return { path: result.outputs.initrd!, hasModules };
+}
+
+/** KVM when it works here, remembered per kernel and QEMU; TCG otherwise. */
+async function accel(wanted: unknown, ctx: CommandContext, kernel: Kernel, initrd: string): Promise<"tcg" | "kvm"> {
+  if (wanted === "tcg" || wanted === "kvm") return wanted;
+  if (wanted !== undefined && wanted !== "auto") throw new ConfigError(`--accel ${String(wanted)}: expected tcg, kvm or auto`);
+  if (!existsSync("/dev/kvm")) return "tcg";
+  const memo = join(ctx.cacheDir, "memo", "kvm.json");
+  const key = `${readFileSync("/proc/sys/kernel/osrelease", "utf8").trim()} ${kernel.path}`;
+  let known: Record<string, boolean> = {};
+  try {
+    known = JSON.parse(readFileSync(memo, "utf8")) as Record<string, boolean>;
+  } catch {
+    /* first time */
+  }
+  if (known[key] === undefined) {
+    // A guest that cannot run under KVM here hangs rather than failing: give it a few seconds.
+    const probe = await runQemu({ kernel: kernel.path, initrd, append: "console=ttyS0 panic=-1 osbuild.probe", memoryMiB: 256, accel: "kvm", timeoutMs: 8000, expect: "osbuild-boot: probe ok" });
+    known[key] = probe.ok;
+    writeFileSync(memo, JSON.stringify(known));
+    ctx.log(`KVM ${probe.ok ? "works" : "does not run guests"} here: booting with ${probe.ok ? "kvm" : "tcg"}`);
+  }
+  return known[key] ? "kvm" : "tcg";
+}
