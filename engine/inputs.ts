@@ -141,12 +141,14 @@ export class RootfsInputImpl implements RootfsInput {
 
 /**
  * The merged entry a layer's entry stands for, if it is part of that layer's share: its own
- * surviving entries, plus directories (with their final metadata) that it also contains.
+ * surviving entries; a directory belongs to the lowest layer that has it (with its final
+ * metadata), so that every path appears once and lower parts never wait for upper ones.
  */
 function survivor(view: MergedView, path: string, type: string, layer: number): MergedFile | undefined {
   const merged = view.get(path);
   if (!merged) return undefined;
-  return merged.layer === layer || (merged.type === "dir" && type === "dir") ? merged : undefined;
+  if (merged.type === "dir") return type === "dir" && (merged.firstLayer ?? merged.layer) === layer ? merged : undefined;
+  return merged.layer === layer ? merged : undefined;
 }
 
 export class BlobInputImpl implements BlobInput {

@@ -210,8 +210,8 @@ export interface RootfsInput {
   readFile(path: string): Promise<Buffer>;
   /**
    * The rootfs split by layer, bottom first: for each layer, the entries of the merged tree
-   * that it provides, in path order. Directories appear in every layer that has them, with
-   * their final metadata, so each layer's part is complete on its own (parents first).
+   * that it provides, in path order. Every path appears once: a directory in the lowest
+   * layer that has it, with its final metadata, so parents always come before children.
    * Whited-out and overwritten files appear nowhere.
    */
   layerParts(): Promise<ReadonlyArray<{ readonly digest: string; readonly entries: readonly FileEntry[] }>>;

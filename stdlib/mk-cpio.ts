@@ -34,7 +34,7 @@ const DEFAULT_LEVEL: Record<CpioCompression, number> = { gzip: 9, zstd: 19, none
 
 export const mkCpio = defineStep({
   kind: "mk-cpio",
-  version: 2,
+  version: 3,
   inputs: ["rootfs"],
   output: "blob",
   tools: (options: MkCpioOptions) => {

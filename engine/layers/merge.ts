@@ -9,6 +9,8 @@ export interface MergedFile extends TocFile {
   layer: number;
   /** For regular files: the layer and offset holding the data (differs for promoted hardlinks). */
   dataLayer?: number;
+  /** For directories: the lowest layer of the run of layers that have it as a directory. */
+  firstLayer?: number;
 }
 
 export class MergedView {
@@ -81,6 +83,7 @@ export class MergedView {
       this.ensureParents(entry.path, layer);
       const merged: MergedFile = { ...entry, layer };
       if (entry.type === "file") merged.dataLayer = layer;
+      if (entry.type === "dir") merged.firstLayer = existing?.type === "dir" ? (existing.firstLayer ?? existing.layer) : layer;
       this.byPath.set(entry.path, merged);
       this.childSet(parentOf(entry.path)).add(entry.path);
     }
