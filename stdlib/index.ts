@@ -9,3 +9,4 @@ export { run, type RunOptions } from "./run.js";
 export { mkCpio, type MkCpioOptions, type CpioCompression } from "./mk-cpio.js";
 export { DISTROS, type DistroName } from "./distros/index.js";
 export { mkExt4, type MkExt4Options } from "./mk-ext4.js";
+export { mkVerityImage, type MkVerityImageOptions } from "./mk-verity-image.js";

@@ -19,7 +19,10 @@ export type CpioCompression = "gzip" | "zstd" | "none";
 export interface MkCpioOptions {
   /** Default "gzip", which every kernel can unpack. */
   compression?: CpioCompression;
-  /** gzip 1–9 (default 9), zstd 1–19 (default 19). */
+  /**
+   * gzip 1–9 (default 6: on a Debian rootfs pigz -6 is 9× faster than osbuilder's gzip -9
+   * for a 0.4% larger initrd, measured in bench/), zstd 1–19 (default 9).
+   */
   level?: number;
   /** Adds `/init` as a symlink to this path when the rootfs has no /init, as osbuilder does. Default "/sbin/init"; false to skip. */
   initLink?: string | false;
@@ -30,11 +33,11 @@ export interface MkCpioOptions {
   checks?: boolean;
 }
 
-const DEFAULT_LEVEL: Record<CpioCompression, number> = { gzip: 9, zstd: 19, none: 0 };
+const DEFAULT_LEVEL: Record<CpioCompression, number> = { gzip: 6, zstd: 9, none: 0 };
 
 export const mkCpio = defineStep({
   kind: "mk-cpio",
-  version: 3,
+  version: 4,
   inputs: ["rootfs"],
   output: "blob",
   tools: (options: MkCpioOptions) => {

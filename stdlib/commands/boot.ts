@@ -44,7 +44,8 @@ export const bootCommand = defineCommand({
       const bootInitrd = await buildBootInitrd(ctx, kernel, options.modules as string | undefined);
       const fstype = filesystemOf(file);
       const nvdimm = options.nvdimm === true;
-      const modules = [...(nvdimm ? ["libnvdimm", "nfit", "nd_btt", "nd_pmem"] : ["virtio_pci", "virtio_blk"]), ...(fstype === "ext4" ? ["crc32c_generic", "ext4"] : [fstype])];
+      // crc32c first: ext4, xfs and erofs need it through softdeps, which busybox modprobe ignores.
+      const modules = [...(nvdimm ? ["libnvdimm", "nfit", "nd_btt", "nd_pmem"] : ["virtio_pci", "virtio_blk"]), "crc32c_generic", fstype];
       const append = [
         "console=ttyS0 panic=-1",
         `osbuild.root=${nvdimm ? "/dev/pmem0p1" : "/dev/vda1"}`,

@@ -20,8 +20,8 @@ export type PartitionTable = "mbr" | "gpt";
 export interface LayoutRequest {
   /** Smallest filesystem that holds the tree (bytes). */
   filesystemBytes: number;
-  /** A second partition after the filesystem (the verity hash tree), bytes. */
-  hashBytes?: number;
+  /** A second partition after the filesystem (the verity hash tree), sized for the filesystem's bytes. */
+  hashBytesFor?: (filesystemBytes: number) => number;
   partitionTable: PartitionTable;
   daxHeader: boolean;
   /** The file size is rounded up to this (osbuilder's IMAGE_SIZE_ALIGNMENT_MB=128: NVDIMM sizes must be aligned). */
@@ -46,9 +46,11 @@ export function planLayout(request: LayoutRequest): DiskLayout {
   const head = (request.daxHeader ? KATA_DAX_HEADER_SIZE : 0) + MiB;
   // GPT keeps a backup table in the last 33 sectors; MBR needs the last sector free (parted -1s).
   const tail = request.partitionTable === "gpt" ? 33 * SECTOR_SIZE : SECTOR_SIZE;
-  const hash = request.hashBytes ? roundUp(request.hashBytes, MiB) : 0;
-  const minimum = head + roundUp(request.filesystemBytes, MiB) + hash + tail;
-  const fileBytes = roundUp(minimum, request.alignMiB * MiB);
+  const hashFor = (bytes: number): number => (request.hashBytesFor ? roundUp(request.hashBytesFor(bytes), MiB) : 0);
+  const minimum = head + roundUp(request.filesystemBytes, MiB) + hashFor(request.filesystemBytes) + tail;
+  // The filesystem grows to fill the aligned size; its hash tree is sized for at most all of it.
+  const fileBytes = roundUp(minimum + (request.hashBytesFor ? MiB : 0), request.alignMiB * MiB);
+  const hash = hashFor(fileBytes - head - tail);
   const filesystemBytes = roundDown(fileBytes - head - hash - tail, 4096);
   const layout: DiskLayout = {
     fileBytes,

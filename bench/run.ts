@@ -1,0 +1,203 @@
+// npm run bench: osbuild against osbuilder's own pipeline (bench/osbuilder-baseline.sh),
+// side by side in one run on this machine, medians of several runs. Needs root (the
+// baseline's image builder loop-mounts, as osbuilder does) and the Debian mirror.
+//
+//   BENCH_RUNS=3 npm run bench     # runs per scenario (default 3)
+
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { OSBUILD, REPO, machine, median, saveResult, sh, timed, type Timed } from "./lib.js";
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const PACKAGES = "chrony,iptables,dbus,cryptsetup-bin,e2fsprogs,libseccomp2"; // the same set osbuild's debian module installs
+const AGENT = join(REPO, "build/agent/kata-agent");
+const BASELINE = join(REPO, "bench/osbuilder-baseline.sh");
+
+interface Row {
+  scenario: string;
+  osbuildMs: number;
+  baselineMs?: number;
+  ratio?: number;
+  goal: string;
+  met: boolean;
+  peakMiB: number;
+  note?: string;
+}
+
+const CONFIG = `import { defineConfig, fetchBase, installAgent, mkCpio, mkExt4, overlay, param, provision } from "osbuild";
+
+export default defineConfig({
+  params: {
+    agent: param.path(${JSON.stringify(AGENT)}),
+    packages: param.string(""),
+    big: param.string("", "a directory of big files to add (the 4× scenario)"),
+  },
+  sourceDateEpoch: 1735689600,
+  targets: ({ agent, packages, big }) => {
+    const base = fetchBase({ distro: "debian", release: "bookworm", init: "agent", packages: packages ? packages.split(",") : [] });
+    const grown = big ? overlay(base, { from: big, to: "/opt/big" }) : base;
+    const rootfs = installAgent(provision(grown, { init: "agent" }), { binary: agent, init: "agent" });
+    return { initrd: mkCpio(rootfs), image: mkExt4(rootfs, { daxHeader: false }) };
+  },
+});
+`;
+
+const PACKERS = `import { defineConfig, fetchBase, mkCpio, mkExt4 } from "osbuild";
+export default defineConfig({
+  sourceDateEpoch: 1735689600,
+  targets: () => {
+    const rootfs = fetchBase({ directory: process.env.BENCH_TREE ?? "", id: "tree" });
+    return { initrd: mkCpio(rootfs, { checks: false }), image: mkExt4(rootfs, { daxHeader: false, checks: false }) };
+  },
+});
+`;
+
+const work = mkdtempSync(join(tmpdir(), "osbuild-bench-"));
+const project = join(work, "project");
+mkdirSync(project);
+writeFileSync(join(project, "osbuild.config.ts"), CONFIG);
+writeFileSync(join(project, "packers.config.ts"), PACKERS);
+const otherAgent = join(work, "agent-2");
+sh(`gcc -static -O1 -o ${otherAgent} ${join(REPO, "agent/test-agent.c")}`);
+
+type Events = Array<{ type: string; id?: string; kind?: string; status?: string; ms?: number }>;
+
+function osbuild(args: string[], env: Record<string, string> = {}): Timed & { events: Events } {
+  const result = timed(process.execPath, [OSBUILD, "run", "--json", ...args], { cwd: project, env });
+  const events = result.stdout.trim().split("\n").filter((line) => line.startsWith("{")).map((line) => JSON.parse(line) as Events[number]);
+  return { ...result, events };
+}
+
+function statusOf(events: Events): Record<string, string> {
+  return Object.fromEntries(events.filter((event) => event.type === "step").map((event) => [event.id!, event.status!]));
+}
+
+function stepMs(events: Events, kind: string): number {
+  return events.find((event) => event.type === "step" && event.kind === kind)?.ms ?? NaN;
+}
+
+function mib(bytes: number): number {
+  return Math.round((bytes / 1024 / 1024) * 10) / 10;
+}
+
+const rows: Row[] = [];
+const log = (message: string): void => void process.stderr.write(`${message}\n`);
+
+try {
+  // --- osbuilder's pipeline, as plain commands ---------------------------------------
+  log(`baseline: osbuilder-baseline.sh all (${RUNS} runs)`);
+  const baselineAll: number[] = [];
+  for (let run = 0; run < RUNS; run++) {
+    const dir = join(work, `baseline-${run}`);
+    baselineAll.push(timed("bash", [BASELINE, "all", dir, AGENT], { env: { PACKAGES } }).ms);
+    if (run < RUNS - 1) rmSync(dir, { recursive: true, force: true });
+  }
+  const baselineMs = median(baselineAll);
+  const baselineTree = join(work, `baseline-${RUNS - 1}`, "rootfs");
+
+  // --- cold ------------------------------------------------------------------------------
+  log(`osbuild: cold builds (${RUNS} runs)`);
+  const cold: Array<Timed & { events: Events }> = [];
+  for (let run = 0; run < RUNS; run++) cold.push(osbuild(["--cache-dir", join(work, `cache-cold-${run}`), "--out", join(work, `out-cold-${run}`)]));
+  const coldMs = median(cold.map((result) => result.ms));
+  const coldPeak = Math.max(...cold.map((result) => result.peakBytes));
+  rows.push({ scenario: "cold", osbuildMs: coldMs, baselineMs, ratio: coldMs / baselineMs, goal: "≤ 0.6× baseline", met: coldMs / baselineMs <= 0.6, peakMiB: mib(coldPeak) });
+  const cache = join(work, "cache-cold-0");
+  const out = join(work, "out-cold-0");
+
+  // --- agent changed ---------------------------------------------------------------------
+  log(`osbuild: agent changed (${RUNS} runs)`);
+  const agentRuns: Array<Timed & { events: Events }> = [];
+  for (let run = 0; run < RUNS; run++) agentRuns.push(osbuild(["--cache-dir", cache, "--out", out, "--set", `agent=${run % 2 === 0 ? otherAgent : AGENT}`]));
+  const agentMs = median(agentRuns.map((result) => result.ms));
+  const agentStatuses = statusOf(agentRuns[0]!.events);
+  rows.push({
+    scenario: "agent changed",
+    osbuildMs: agentMs,
+    baselineMs,
+    ratio: agentMs / baselineMs,
+    goal: "≤ 0.1× baseline",
+    met: agentMs / baselineMs <= 0.1 && agentStatuses["fetch-base"] === "cached" && agentStatuses.provision === "cached",
+    peakMiB: mib(Math.max(...agentRuns.map((result) => result.peakBytes))),
+    note: Object.entries(agentStatuses).filter(([, status]) => status === "built").map(([id]) => id).join(", ") + " rebuilt",
+  });
+
+  // --- no-op -----------------------------------------------------------------------------
+  log(`osbuild: no-op (${RUNS + 2} runs)`);
+  const noop: Array<Timed & { events: Events }> = [];
+  for (let run = 0; run < RUNS + 2; run++) noop.push(osbuild(["--cache-dir", cache, "--out", out, "--set", `agent=${RUNS % 2 === 1 ? otherAgent : AGENT}`]));
+  const noopMs = median(noop.map((result) => result.ms));
+  const allCached = noop.every((result) => Object.values(statusOf(result.events)).every((status) => status === "cached"));
+  rows.push({ scenario: "no-op", osbuildMs: noopMs, ratio: noopMs / coldMs, goal: "< 500 ms and ≤ 0.02× cold", met: noopMs < 500 && noopMs / coldMs <= 0.02 && allCached, peakMiB: mib(Math.max(...noop.map((result) => result.peakBytes))), note: allCached ? "nothing ran" : "something ran!" });
+
+  // --- package added ---------------------------------------------------------------------
+  log("osbuild: one package added");
+  const added = osbuild(["--cache-dir", cache, "--out", out, "--set", "packages=less"]);
+  const addedStatuses = statusOf(added.events);
+  rows.push({
+    scenario: "package added",
+    osbuildMs: added.ms,
+    baselineMs,
+    ratio: added.ms / baselineMs,
+    goal: "re-runs the base and what follows only",
+    met: addedStatuses["fetch-base"] === "built",
+    peakMiB: mib(added.peakBytes),
+    note: `${Object.values(addedStatuses).filter((status) => status === "built").length} of ${Object.keys(addedStatuses).length} steps rebuilt`,
+  });
+
+  // --- a 4× larger rootfs ----------------------------------------------------------------
+  const treeBytes = Number(sh(`du -sb --apparent-size ${baselineTree} | cut -f1`));
+  const big = join(work, "big");
+  mkdirSync(big);
+  const bigFiles = 6;
+  const perFile = Math.ceil((treeBytes * 3) / bigFiles / 1024 / 1024);
+  log(`osbuild: cold build of a 4× larger rootfs (+${bigFiles} × ${perFile} MiB files)`);
+  // compressible-ish content (like binaries), not random: text of the tree repeated
+  for (let file = 0; file < bigFiles; file++) sh(`find ${baselineTree}/usr/lib -type f -size +100k | head -200 | xargs cat | head -c ${perFile}M > ${join(big, `blob-${file}`)}`);
+  const bigRun = osbuild(["--cache-dir", join(work, "cache-big"), "--out", join(work, "out-big"), "--set", `big=${big}`]);
+  const growth = bigRun.ms / coldMs;
+  const memoryGrowth = bigRun.peakBytes / coldPeak;
+  rows.push({ scenario: "big rootfs (4×)", osbuildMs: bigRun.ms, ratio: growth, goal: "time ≤ 4× cold, peak memory ≤ 1.2× cold", met: growth <= 4 && memoryGrowth <= 1.2, peakMiB: mib(bigRun.peakBytes), note: `time ${growth.toFixed(2)}× cold, memory ${memoryGrowth.toFixed(2)}× cold` });
+
+  // --- the packers on the same rootfs ------------------------------------------------------
+  log(`packers on the same rootfs (${RUNS} runs each)`);
+  const baselineInitrd: number[] = [];
+  const baselineImage: number[] = [];
+  for (let run = 0; run < RUNS; run++) {
+    baselineInitrd.push(timed("bash", [BASELINE, "initrd", baselineTree, join(work, "baseline-initrd.img")]).ms);
+    baselineImage.push(timed("bash", [BASELINE, "image", baselineTree, join(work, "baseline.img")]).ms);
+  }
+  const ours = (tree: string, run: string): Timed & { events: Events } => osbuild(["--config", "packers.config.ts", "--cache-dir", join(work, `cache-packers-${run}`), "--out", join(work, `out-packers-${run}`)], { BENCH_TREE: tree });
+  const packerRuns = Array.from({ length: RUNS }, (_, run) => ours(baselineTree, String(run)));
+  const initrdMs = median(packerRuns.map((result) => stepMs(result.events, "mk-cpio")));
+  const imageMs = median(packerRuns.map((result) => stepMs(result.events, "mk-ext4")));
+  const initrdSize = statSync(join(work, "out-packers-0", "initrd")).size / statSync(join(work, "baseline-initrd.img")).size;
+  const imageSize = statSync(join(work, "out-packers-0", "image")).size / statSync(join(work, "baseline.img")).size;
+  rows.push({ scenario: "initrd, same rootfs", osbuildMs: initrdMs, baselineMs: median(baselineInitrd), ratio: initrdMs / median(baselineInitrd), goal: "≤ 0.5× time, ≤ 1.01× size", met: initrdMs / median(baselineInitrd) <= 0.5 && initrdSize <= 1.01, peakMiB: mib(packerRuns[0]!.peakBytes), note: `size ${initrdSize.toFixed(3)}× gzip -9` });
+  rows.push({ scenario: "disk image, same rootfs", osbuildMs: imageMs, baselineMs: median(baselineImage), ratio: imageMs / median(baselineImage), goal: "≤ 1× time, no root, ≤ 1× size", met: imageMs / median(baselineImage) <= 1 && imageSize <= 1, peakMiB: mib(packerRuns[0]!.peakBytes), note: `size ${imageSize.toFixed(3)}× osbuilder's` });
+
+  // the packers' memory as the rootfs grows 4×
+  const bigTree = join(work, "big-tree");
+  sh(`cp -a ${baselineTree} ${bigTree} && cp -a ${big} ${bigTree}/opt/big`);
+  const bigPackers = ours(bigTree, "big");
+  const packerMemory = bigPackers.peakBytes / packerRuns[0]!.peakBytes;
+  rows.push({ scenario: "packers, 4× rootfs", osbuildMs: stepMs(bigPackers.events, "mk-cpio") + stepMs(bigPackers.events, "mk-ext4"), goal: "peak memory ≤ 1.2×", met: packerMemory <= 1.2, peakMiB: mib(bigPackers.peakBytes), note: `memory ${packerMemory.toFixed(2)}× the normal rootfs` });
+} finally {
+  const table = formatTable(rows);
+  process.stdout.write(`\nosbuild vs osbuilder on ${machine()}, ${new Date().toISOString().slice(0, 10)}, median of ${RUNS} runs\n\n${table}\n`);
+  const path = saveResult("latest", { date: new Date().toISOString(), machine: machine(), runs: RUNS, rows });
+  copyFileSync(path, join(REPO, "bench/results", `bench-${new Date().toISOString().slice(0, 10)}.json`));
+  writeFileSync(join(REPO, "bench/results/latest.md"), `osbuild vs osbuilder on ${machine()}, ${new Date().toISOString().slice(0, 10)}, median of ${RUNS} runs\n\n${table}\n`);
+  if (!process.env.BENCH_KEEP) rmSync(work, { recursive: true, force: true });
+  else log(`kept ${work}`);
+}
+
+function formatTable(list: readonly Row[]): string {
+  const seconds = (ms: number | undefined): string => (ms === undefined || Number.isNaN(ms) ? "" : `${(ms / 1000).toFixed(2)} s`);
+  const lines = ["| scenario | osbuild | baseline | ratio | peak memory | goal | met | note |", "|---|---|---|---|---|---|---|---|"];
+  for (const row of list) {
+    lines.push(`| ${row.scenario} | ${seconds(row.osbuildMs)} | ${seconds(row.baselineMs)} | ${row.ratio === undefined ? "" : `${row.ratio.toFixed(3)}×`} | ${row.peakMiB} MiB | ${row.goal} | ${row.met ? "yes" : "**no**"} | ${row.note ?? ""} |`);
+  }
+  return lines.join("\n");
+}

@@ -1,0 +1,26 @@
+// mkVerityImage: osbuilder's measured rootfs (MEASURED_ROOTFS=yes): the disk image of mkExt4
+// plus a second partition with the dm-verity hash tree, the root hash file in osbuilder's
+// format, and the kernel parameters Kata's runtime derives from it (dm-mod.create=...).
+
+import { writeFileSync } from "node:fs";
+import { defineStep } from "../engine/index.js";
+import { DISK_IMAGE_TOOLS, buildDiskImage, validateDiskImageOptions, type DiskImageOptions } from "./disk-image/build.js";
+import { kernelParams, rootHashFile } from "./disk-image/verity.js";
+
+export type MkVerityImageOptions = DiskImageOptions;
+
+export const mkVerityImage = defineStep({
+  kind: "mk-verity-image",
+  version: 1,
+  inputs: ["rootfs"],
+  output: { blobs: ["image", "rootHash", "kernelParams"] },
+  tools: (options: MkVerityImageOptions) => [...DISK_IMAGE_TOOLS(options), { command: "veritysetup", versionArgs: ["--version"], package: "cryptsetup-bin" }],
+  validate: (options: MkVerityImageOptions) => validateDiskImageOptions(options),
+  async run(options: MkVerityImageOptions, ctx) {
+    const { verity } = await buildDiskImage(ctx, ctx.inputs[0], ctx.outputPath("image"), options, true);
+    writeFileSync(ctx.outputPath("rootHash"), rootHashFile(verity!));
+    // Kata boots the image as an NVDIMM (pmem) with the DAX header, else on virtio-blk.
+    const device = (options.daxHeader ?? true) ? "pmem" : "virtio";
+    writeFileSync(ctx.outputPath("kernelParams"), `${kernelParams(verity!, { device, fsType: options.fsType ?? "ext4" })}\n`);
+  },
+});
