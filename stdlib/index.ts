@@ -10,3 +10,5 @@ export { mkCpio, type MkCpioOptions, type CpioCompression } from "./mk-cpio.js";
 export { DISTROS, type DistroName } from "./distros/index.js";
 export { mkExt4, type MkExt4Options } from "./mk-ext4.js";
 export { mkVerityImage, type MkVerityImageOptions } from "./mk-verity-image.js";
+export { dracut, type DracutOptions } from "./dracut.js";
+export { fromInitrd, type FromInitrdOptions } from "./from-initrd.js";

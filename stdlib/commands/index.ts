@@ -2,5 +2,6 @@
 
 import type { CommandSpec } from "../../engine/index.js";
 import { bootCommand } from "./boot.js";
+import { verifyReproducibleCommand } from "./verify-reproducible.js";
 
-export const stdlibCommands: readonly CommandSpec[] = [bootCommand];
+export const stdlibCommands: readonly CommandSpec[] = [bootCommand, verifyReproducibleCommand];
