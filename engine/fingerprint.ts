@@ -4,9 +4,9 @@
 // type, mode, owners and link targets do.
 
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, statSync, writeFileSync, type Stats } from "node:fs";
+import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync, type Stats } from "node:fs";
 import { join } from "node:path";
-import { replaceFileSync } from "./store.js";
+import { hashFileSync, hexOf, replaceFileSync } from "./store.js";
 
 export interface Fingerprint {
   type: "file" | "dir";
@@ -97,17 +97,5 @@ export class Fingerprinter {
 }
 
 function hashContent(path: string): string {
-  const hash = createHash("sha256");
-  const fd = openSync(path, "r");
-  try {
-    const buffer = Buffer.allocUnsafe(1 << 20);
-    for (;;) {
-      const read = readSync(fd, buffer, 0, buffer.length, null);
-      if (read === 0) break;
-      hash.update(buffer.subarray(0, read));
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return hash.digest("hex");
+  return hexOf(hashFileSync(path));
 }

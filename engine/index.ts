@@ -3,6 +3,8 @@
 
 export { defineConfig, defineStep, param, ref } from "./define.js";
 export { ConfigError } from "./errors.js";
+// Resolves a path's symlinks as the kernel would inside a chroot, through any lookup of a tree.
+export { resolveSymlinks, type LookupPath } from "./layers/paths.js";
 
 /** Defines an `osbuild` subcommand (the standard library's boot and verify-reproducible use this). */
 export function defineCommand(spec: import("./types.js").CommandSpec): import("./types.js").CommandSpec {

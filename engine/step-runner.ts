@@ -17,6 +17,7 @@ import { StepTree } from "./layers/tree.js";
 import { BlobInputImpl, RootfsInputImpl } from "./inputs.js";
 import { EMPTY_ROOTFS, rootfsOf, type LayerRef, type RootfsValue } from "./rootfs.js";
 import { hashFileSync, ownedName } from "./store.js";
+import { machineArch } from "./config/load.js";
 import type { BlobInput, ExecOptions, ExecResult, RootfsInput, Tree } from "./types.js";
 
 const STDERR_TAIL = 64 * 1024;
@@ -132,6 +133,7 @@ export class StepRunner {
     return {
       id: step.id,
       arch: settings.arch,
+      hostArch: machineArch(),
       sourceDateEpoch: settings.sourceDateEpoch,
       cores: availableParallelism(),
       inputs,

@@ -282,6 +282,8 @@ interface StepContextBase<Inputs extends readonly ArtifactKind[]> {
   /** The step's id, as in `osbuild graph`. */
   readonly id: string;
   readonly arch: Arch;
+  /** The build machine's architecture (programs of other architectures need emulation). */
+  readonly hostArch: Arch;
   /** Clamp every time you write to this (seconds). */
   readonly sourceDateEpoch: number;
   /** How many CPU cores the step may use. */

@@ -32,3 +32,21 @@ export function parseElfHeader(head: Buffer): ElfInfo | undefined {
 export function elfArchitecture(info: ElfInfo): string | undefined {
   return Object.entries(ELF_MACHINES).find(([, want]) => want.machine === info.machine && want.bits === info.bits && want.endian === info.endian)?.[0];
 }
+
+/**
+ * Whether the program headers name a dynamic loader (PT_INTERP): static and static-pie
+ * programs have none. `read(offset, length)` reads the file; `head` is its first 64 bytes.
+ */
+export function hasProgramInterpreter(info: ElfInfo, head: Buffer, read: (offset: number, length: number) => Buffer): boolean {
+  const little = info.endian === "little";
+  const u16 = (buffer: Buffer, offset: number): number => (little ? buffer.readUInt16LE(offset) : buffer.readUInt16BE(offset));
+  const u32 = (buffer: Buffer, offset: number): number => (little ? buffer.readUInt32LE(offset) : buffer.readUInt32BE(offset));
+  const tableOffset = info.bits === 64 ? Number(little ? head.readBigUInt64LE(0x20) : head.readBigUInt64BE(0x20)) : u32(head, 0x1c);
+  const entrySize = u16(head, info.bits === 64 ? 0x36 : 0x2a);
+  const count = u16(head, info.bits === 64 ? 0x38 : 0x2c);
+  if (entrySize < 4 || count === 0) return false;
+  const table = read(tableOffset, entrySize * count);
+  const PT_INTERP = 3;
+  for (let index = 0; index < count; index++) if (u32(table, index * entrySize) === PT_INTERP) return true;
+  return false;
+}

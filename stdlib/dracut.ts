@@ -30,12 +30,11 @@
 // Because dracut ignores such copy errors and drivers it cannot find, the image is checked
 // afterwards: /init must lead to the agent (or systemd), and every driver must be inside.
 
-import { chmodSync, closeSync, copyFileSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
-import { arch as nodeArch } from "node:os";
+import { chmodSync, copyFileSync, createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { defineStep, type Arch, type BlobStepContext } from "../engine/index.js";
+import { defineStep, resolveSymlinks, type BlobStepContext } from "../engine/index.js";
 import { CpioParser, type CpioHeaderType } from "../formats/cpio.js";
-import { ELF_MACHINES, elfArchitecture, parseElfHeader } from "../formats/elf.js";
+import { checkAgentBinary } from "./agent-binary.js";
 import type { InitSystem } from "./fetch-base.js";
 import { OSBUILDER_YAML_PATH } from "./facts.js";
 import { osbuilderYaml } from "./osbuilder-yaml.js";
@@ -102,13 +101,13 @@ export const dracut = defineStep({
     return undefined;
   },
   async run(options: DracutOptions, ctx) {
-    const host = hostArchitecture();
+    const host = ctx.hostArch;
     if (ctx.arch !== host) {
       ctx.fail(
         `dracut copies this machine's own programs (systemd, udev, libraries) into the initrd, so it builds only for ${host}, not ${ctx.arch}: build on a ${ctx.arch} machine, or use fetchBase, installAgent and mkCpio`,
       );
     }
-    const dynamic = checkAgent(options.agent, ctx.arch, ctx.fail);
+    const { dynamic } = checkAgentBinary(options.agent, ctx.arch, ctx.fail, "initrd");
     const kernel = options.kernelVersion === undefined ? undefined : findModules(options.kernelVersion, options.modulesDir, ctx.fail);
     const drivers = options.drivers ?? [];
 
@@ -140,45 +139,6 @@ export const dracut = defineStep({
 });
 
 type Ctx = BlobStepContext<readonly []>;
-
-/** The agent must be an ELF executable for `arch`; returns whether it is dynamically linked. */
-function checkAgent(file: string, arch: Arch, fail: (message: string) => never): boolean {
-  if (!statSync(file).isFile()) fail(`the agent ${file} is not a file: give the kata-agent binary`);
-  const fd = openSync(file, "r");
-  try {
-    const head = Buffer.alloc(64);
-    const got = readSync(fd, head, 0, head.length, 0);
-    const elf = parseElfHeader(head.subarray(0, got));
-    if (!elf) {
-      const what = head.subarray(0, 2).toString("latin1") === "#!" ? "a script" : `a file starting with ${head.subarray(0, 4).toString("hex")}`;
-      fail(`the agent ${file} is not an ELF executable (it is ${what}): give the kata-agent binary itself`);
-    }
-    if (elf.type !== 2 && elf.type !== 3) fail(`the agent ${file} is an ELF file of type ${elf.type}, not an executable`);
-    const found = elfArchitecture(elf);
-    if (found !== arch) {
-      fail(`the agent ${file} is built for ${found ?? `machine ${elf.machine}`}, but the initrd is for ${arch} (ELF machine ${ELF_MACHINES[arch]!.machine}): build or download the agent for ${arch}`);
-    }
-    return hasInterpreter(fd, head, elf.bits, elf.endian);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Whether the program headers name a dynamic loader (PT_INTERP): static and static-pie agents have none. */
-function hasInterpreter(fd: number, head: Buffer, bits: 32 | 64, endian: "little" | "big"): boolean {
-  const little = endian === "little";
-  const u16 = (offset: number): number => (little ? head.readUInt16LE(offset) : head.readUInt16BE(offset));
-  const u32 = (buffer: Buffer, offset: number): number => (little ? buffer.readUInt32LE(offset) : buffer.readUInt32BE(offset));
-  const tableOffset = bits === 64 ? Number(little ? head.readBigUInt64LE(0x20) : head.readBigUInt64BE(0x20)) : u32(head, 0x1c);
-  const entrySize = u16(bits === 64 ? 0x36 : 0x2a);
-  const count = u16(bits === 64 ? 0x38 : 0x2c);
-  if (entrySize < 4 || count === 0) return false;
-  const table = Buffer.alloc(entrySize * count);
-  readSync(fd, table, 0, table.length, tableOffset);
-  const PT_INTERP = 3;
-  for (let index = 0; index < count; index++) if (u32(table, index * entrySize) === PT_INTERP) return true;
-  return false;
-}
 
 /** The host libraries a dynamically linked agent loads (ldd), for dracut's install_items. */
 async function sharedLibraries(agent: string, ctx: Ctx): Promise<string[]> {
@@ -346,30 +306,14 @@ async function checkImage(output: string, init: InitSystem, kernel: { version: s
 
 /** Resolves symlinks inside the image's name list, as the kernel would in the unpacked tree. */
 function resolveInImage(entries: ReadonlyMap<string, ImageEntry>, path: string): string | undefined {
-  let pending = path.split("/").filter((part) => part !== "" && part !== ".");
-  const resolved: string[] = [];
-  let hops = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
-    if (part === "..") {
-      resolved.pop();
-      continue;
-    }
-    const candidate = [...resolved, part].join("/");
-    const entry = entries.get(candidate);
-    if (entry === undefined) return undefined;
-    if (entry.type !== "symlink") {
-      resolved.push(part);
-      continue;
-    }
-    if (++hops > 40) return undefined;
-    const target = entry.linkTarget ?? "";
-    if (target.startsWith("/")) resolved.length = 0;
-    pending = [...target.split("/").filter((item) => item !== "" && item !== "."), ...pending];
+  try {
+    const lookup = (candidate: string): { symlinkTarget?: string } | undefined => {
+      const entry = entries.get(candidate);
+      return entry && { symlinkTarget: entry.type === "symlink" ? (entry.linkTarget ?? "") : undefined };
+    };
+    return resolveSymlinks(path, lookup, { followFinal: true, missing: "stop" })?.join("/");
+  } catch {
+    return undefined; // a symlink loop
   }
-  return resolved.join("/");
 }
 
-function hostArchitecture(): Arch {
-  return ({ x64: "x86_64", arm64: "aarch64", ppc64: "ppc64le", s390x: "s390x" } as Record<string, Arch>)[nodeArch()] ?? "x86_64";
-}

@@ -2,11 +2,10 @@
 // osbuilder's rootfs.sh does: the agent as init (/sbin/init), or systemd starting
 // kata-agent.service through kata-containers.target. Then writes osbuilder.yaml.
 
-import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync, closeSync, openSync, readSync } from "node:fs";
-import { arch as hostArch } from "node:os";
-import { basename, join } from "node:path";
-import { defineStep, type Arch, type Tree } from "../engine/index.js";
-import { ELF_MACHINES, elfArchitecture, parseElfHeader } from "../formats/elf.js";
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { defineStep, type Tree } from "../engine/index.js";
+import { checkAgentBinary } from "./agent-binary.js";
 import type { InitSystem } from "./fetch-base.js";
 import { OSBUILDER_YAML_PATH, readBaseFacts } from "./facts.js";
 import { osbuilderYaml } from "./osbuilder-yaml.js";
@@ -44,7 +43,7 @@ export const installAgent = defineStep({
     return undefined;
   },
   async run(options: InstallAgentOptions, ctx) {
-    if (options.binary !== undefined) checkElf(options.binary, ctx.arch, ctx.fail);
+    if (options.binary !== undefined) checkAgentBinary(options.binary, ctx.arch, ctx.fail);
     const tree = await ctx.tree();
     const agent = tree.path(AGENT_PATH);
     if (options.binary !== undefined) {
@@ -55,10 +54,10 @@ export const installAgent = defineStep({
     } else {
       await tree.extract(options.tarball!);
       if (!existsSync(agent)) ctx.fail(`the agent tarball ${options.tarball} has no /${AGENT_PATH}`);
-      checkElf(agent, ctx.arch, ctx.fail);
+      checkAgentBinary(agent, ctx.arch, ctx.fail);
     }
     chmodSync(agent, 0o755);
-    if ((options.strip ?? true) && hostArchitecture() === ctx.arch) await ctx.exec("strip", [agent]);
+    if ((options.strip ?? true) && ctx.hostArch === ctx.arch) await ctx.exec("strip", [agent]);
 
     if (options.init === "agent") {
       // mv -f kata-agent /sbin/init, as osbuilder's setup_agent_init
@@ -131,32 +130,6 @@ function exists(tree: Tree, path: string): boolean {
   } catch {
     return false;
   }
-}
-
-function checkElf(file: string, arch: Arch, fail: (message: string) => never): void {
-  const head = Buffer.alloc(20);
-  const fd = openSync(file, "r");
-  try {
-    readSync(fd, head, 0, 20, 0);
-  } finally {
-    closeSync(fd);
-  }
-  const elf = parseElfHeader(head);
-  const name = basename(file);
-  if (!elf) {
-    const start = head.subarray(0, 2).toString("latin1") === "#!" ? "a script" : `a file starting with ${head.subarray(0, 4).toString("hex")}`;
-    fail(`the agent ${file} is not an ELF executable (it is ${start}): give the kata-agent binary itself`);
-  }
-  if (elf.type !== 2 && elf.type !== 3) fail(`the agent ${name} is an ELF file of type ${elf.type}, not an executable`);
-  const found = elfArchitecture(elf);
-  if (found !== arch) {
-    const want = ELF_MACHINES[arch]!;
-    fail(`the agent ${file} is built for ${found ?? `machine ${elf.machine}`}, but the rootfs is for ${arch} (ELF machine ${want.machine}): build or download the agent for ${arch}`);
-  }
-}
-
-function hostArchitecture(): Arch {
-  return ({ x64: "x86_64", arm64: "aarch64", ppc64: "ppc64le", s390x: "s390x" } as Record<string, Arch>)[hostArch()] ?? "x86_64";
 }
 
 /** Without fetchBase's record (an image or tarball base): what /etc/os-release says. */

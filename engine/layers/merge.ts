@@ -2,6 +2,7 @@
 // whiteouts delete, opaque markers hide a directory's lower contents, and a non-directory
 // replaces a whole lower subtree. Linear in the number of entries.
 
+import { resolveSymlinks } from "./paths.js";
 import { type Toc, type TocFile, isFile, sortByPath } from "./toc.js";
 
 export interface MergedFile extends TocFile {
@@ -41,27 +42,16 @@ export class MergedView {
    * Returns the entry reached, or undefined when a component is missing.
    */
   resolve(path: string, followFinal = true): MergedFile | undefined {
-    let pending = path.split("/").filter((part) => part !== "" && part !== ".");
-    const resolved: string[] = [];
-    for (let hops = 0; pending.length > 0; ) {
-      const part = pending.shift()!;
-      if (part === "..") {
-        resolved.pop();
-        continue;
-      }
-      const candidate = [...resolved, part].join("/");
-      const entry = this.byPath.get(candidate);
-      if (!entry) return undefined;
-      if (entry.type === "symlink" && (pending.length > 0 || followFinal)) {
-        if (++hops > 40) return undefined;
-        const target = entry.linkTarget!;
-        if (target.startsWith("/")) resolved.length = 0;
-        pending = [...target.split("/").filter((item) => item !== "" && item !== "."), ...pending];
-        continue;
-      }
-      resolved.push(part);
+    let resolved: string[] | undefined;
+    try {
+      resolved = resolveSymlinks(path, (candidate) => {
+        const entry = this.byPath.get(candidate);
+        return entry && { symlinkTarget: entry.type === "symlink" ? entry.linkTarget : undefined };
+      }, { followFinal, missing: "stop" });
+    } catch {
+      return undefined; // a symlink loop
     }
-    return this.byPath.get(resolved.join("/"));
+    return resolved && this.byPath.get(resolved.join("/"));
   }
 
   /** All entries, sorted by path (parents before children). */

@@ -6,44 +6,23 @@ import { TarParser, type TarHeader } from "../../formats/tar.js";
 import type { Tree } from "../types.js";
 import { createSpecialNodes, applyXattrs } from "./host-metadata.js";
 import type { TreeOverrides } from "./diff.js";
+import { resolveSymlinks } from "./paths.js";
 import { UnsafeArchiveError, openDecompressed } from "./import.js";
-
-const MAX_SYMLINK_HOPS = 40;
 
 /**
  * Resolves `path` inside `root` the way the kernel would inside a chroot: absolute symlink
  * targets restart at `root`, ".." stops at `root`. The result is always inside `root`.
  */
 export function resolveInRoot(root: string, path: string, followFinal = true): string {
-  let pending = path.split("/").filter((part) => part !== "" && part !== ".");
-  const resolved: string[] = [];
-  let hops = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
-    if (part === "..") {
-      resolved.pop();
-      continue;
+  const resolved = resolveSymlinks(path, (candidate) => {
+    try {
+      const full = join(root, candidate);
+      return lstatSync(full).isSymbolicLink() ? { symlinkTarget: readlinkSync(full) } : {};
+    } catch {
+      return undefined; // does not exist (yet): taken literally
     }
-    const isFinal = pending.length === 0;
-    const candidate = join(root, ...resolved, part);
-    let isLink = false;
-    if (!isFinal || followFinal) {
-      try {
-        isLink = lstatSync(candidate).isSymbolicLink();
-      } catch {
-        isLink = false; // does not exist (yet): taken literally
-      }
-    }
-    if (!isLink) {
-      resolved.push(part);
-      continue;
-    }
-    if (++hops > MAX_SYMLINK_HOPS) throw new Error(`too many levels of symbolic links resolving '${path}' in the tree`);
-    const target = readlinkSync(candidate);
-    if (target.startsWith("/")) resolved.length = 0;
-    pending = [...target.split("/").filter((item) => item !== "" && item !== "."), ...pending];
-  }
-  return join(root, ...resolved);
+  }, { followFinal, missing: "literal" });
+  return join(root, ...resolved!);
 }
 
 /** Normalizes a user-given tree path to the layer form ("etc/passwd"). */

@@ -85,7 +85,7 @@ export default defineConfig(() => {
 `);
     const result = await osbuild(["graph", ...cache(dir)], { cwd: dir });
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain("osbuild.config.ts:4:16: error: fetch-base: give exactly one of 'directory' or 'tarball' (got directory and tarball)");
+    expect(result.stderr).toContain("osbuild.config.ts:4:16: error: fetch-base: give exactly one of 'distro', 'image', 'directory' or 'tarball' (got directory and tarball)");
   });
 
   it("names both steps of a duplicate id, with their positions", async () => {

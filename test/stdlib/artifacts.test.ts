@@ -2,12 +2,12 @@
 // tools (cpio, sfdisk, e2fsck), parsed back (DAX header), and booted in QEMU with the
 // machine's Debian kernel until the agent speaks.
 
-import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseMbr } from "../../formats/mbr.js";
 import { parsePfnInfoBlock } from "../../formats/pfn.js";
-import { REPO, isRoot, osbuild, sh, tempDir, writeFiles, type RunResult } from "../helpers.js";
+import { REPO, isRoot, osbuild, readAt, sh, tempDir, writeFiles, type RunResult } from "../helpers.js";
 
 const AGENT = join(REPO, "build/agent/kata-agent");
 const MARKER = "OSBUILD-TEST-AGENT";
@@ -23,17 +23,6 @@ export default defineConfig({
   },
 });
 `;
-
-function readAt(file: string, offset: number, length: number): Buffer {
-  const buffer = Buffer.alloc(length);
-  const fd = openSync(file, "r");
-  try {
-    readSync(fd, buffer, 0, length, offset);
-  } finally {
-    closeSync(fd);
-  }
-  return buffer;
-}
 
 /** The rootfs as its layers say, unpacked from the OCI layout in order, whiteouts applied. */
 function unpackLayout(layout: string): string {

@@ -1,12 +1,12 @@
 // Disk image variants on a small rootfs: dm-verity (checked by veritysetup), xfs and erofs
 // (checked by their tools and booted), GPT and MBR, and clear errors for bad options.
 
-import { closeSync, openSync, readFileSync, readSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseGpt } from "../../formats/gpt.js";
 import { parseMbr } from "../../formats/mbr.js";
-import { REPO, osbuild, sh, tempDir, writeFiles, type RunResult } from "../helpers.js";
+import { REPO, osbuild, readAt, sh, tempDir, writeFiles, type RunResult } from "../helpers.js";
 
 const AGENT = join(REPO, "build/agent/kata-agent");
 
@@ -30,17 +30,6 @@ export default defineConfig({
   },
 });
 `;
-
-function readAt(file: string, offset: number, length: number): Buffer {
-  const buffer = Buffer.alloc(length);
-  const fd = openSync(file, "r");
-  try {
-    readSync(fd, buffer, 0, length, offset);
-  } finally {
-    closeSync(fd);
-  }
-  return buffer;
-}
 
 describe("disk image variants", () => {
   let project: string;

@@ -1,0 +1,38 @@
+// Checks an agent binary before it goes into a guest: an ELF executable for the guest's
+// architecture (a script, a library or an arm64 build on x86 fail with what to do instead).
+
+import { closeSync, openSync, readSync, statSync } from "node:fs";
+import type { Arch } from "../engine/index.js";
+import { ELF_MACHINES, elfArchitecture, hasProgramInterpreter, parseElfHeader } from "../formats/elf.js";
+
+export interface AgentBinary {
+  /** Linked against shared libraries (it names a dynamic loader). */
+  dynamic: boolean;
+}
+
+/** Fails (through `fail`) unless `file` is an ELF executable for `arch`. */
+export function checkAgentBinary(file: string, arch: Arch, fail: (message: string) => never, guest = "rootfs"): AgentBinary {
+  if (!statSync(file).isFile()) fail(`the agent ${file} is not a file: give the kata-agent binary`);
+  const fd = openSync(file, "r");
+  try {
+    const read = (offset: number, length: number): Buffer => {
+      const buffer = Buffer.alloc(length);
+      const got = readSync(fd, buffer, 0, length, offset);
+      return buffer.subarray(0, got);
+    };
+    const head = read(0, 64);
+    const elf = parseElfHeader(head);
+    if (!elf) {
+      const what = head.subarray(0, 2).toString("latin1") === "#!" ? "a script" : `a file starting with ${head.subarray(0, 4).toString("hex")}`;
+      fail(`the agent ${file} is not an ELF executable (it is ${what}): give the kata-agent binary itself`);
+    }
+    if (elf.type !== 2 && elf.type !== 3) fail(`the agent ${file} is an ELF file of type ${elf.type}, not an executable`);
+    const found = elfArchitecture(elf);
+    if (found !== arch) {
+      fail(`the agent ${file} is built for ${found ?? `machine ${elf.machine}`}, but the ${guest} is for ${arch} (ELF machine ${ELF_MACHINES[arch]!.machine}): build or download the agent for ${arch}`);
+    }
+    return { dynamic: hasProgramInterpreter(elf, head, read) };
+  } finally {
+    closeSync(fd);
+  }
+}
