@@ -82,6 +82,7 @@ function mib(bytes: number): number {
 }
 
 const rows: Row[] = [];
+const peak = (runs: ReadonlyArray<Timed>): number => Math.max(...runs.map((result) => result.peakBytes));
 const log = (message: string): void => void process.stderr.write(`${message}\n`);
 
 try {
@@ -168,21 +169,25 @@ try {
     baselineInitrd.push(timed("bash", [BASELINE, "initrd", baselineTree, join(work, "baseline-initrd.img")]).ms);
     baselineImage.push(timed("bash", [BASELINE, "image", baselineTree, join(work, "baseline.img")]).ms);
   }
-  const ours = (tree: string, run: string): Timed & { events: Events } => osbuild(["--config", "packers.config.ts", "--cache-dir", join(work, `cache-packers-${run}`), "--out", join(work, `out-packers-${run}`)], { BENCH_TREE: tree });
-  const packerRuns = Array.from({ length: RUNS }, (_, run) => ours(baselineTree, String(run)));
-  const initrdMs = median(packerRuns.map((result) => stepMs(result.events, "mk-cpio")));
-  const imageMs = median(packerRuns.map((result) => stepMs(result.events, "mk-ext4")));
+  // Each packer alone (as the baseline runs them), from a fresh cache: the initrd, then the image.
+  const ours = (tree: string, run: string, target: string): Timed & { events: Events } =>
+    osbuild([target, "--config", "packers.config.ts", "--cache-dir", join(work, `cache-packers-${run}-${target}`), "--out", join(work, `out-packers-${run}`)], { BENCH_TREE: tree });
+  const initrdRuns = Array.from({ length: RUNS }, (_, run) => ours(baselineTree, String(run), "initrd"));
+  const imageRuns = Array.from({ length: RUNS }, (_, run) => ours(baselineTree, String(run), "image"));
+  const packerRuns = [...initrdRuns, ...imageRuns];
+  const initrdMs = median(initrdRuns.map((result) => stepMs(result.events, "mk-cpio")));
+  const imageMs = median(imageRuns.map((result) => stepMs(result.events, "mk-ext4")));
   const initrdSize = statSync(join(work, "out-packers-0", "initrd")).size / statSync(join(work, "baseline-initrd.img")).size;
   const imageSize = statSync(join(work, "out-packers-0", "image")).size / statSync(join(work, "baseline.img")).size;
-  rows.push({ scenario: "initrd, same rootfs", osbuildMs: initrdMs, baselineMs: median(baselineInitrd), ratio: initrdMs / median(baselineInitrd), goal: "≤ 0.5× time, ≤ 1.01× size", met: initrdMs / median(baselineInitrd) <= 0.5 && initrdSize <= 1.01, peakMiB: mib(packerRuns[0]!.peakBytes), note: `size ${initrdSize.toFixed(3)}× gzip -9` });
-  rows.push({ scenario: "disk image, same rootfs", osbuildMs: imageMs, baselineMs: median(baselineImage), ratio: imageMs / median(baselineImage), goal: "≤ 1× time, no root, ≤ 1× size", met: imageMs / median(baselineImage) <= 1 && imageSize <= 1, peakMiB: mib(packerRuns[0]!.peakBytes), note: `size ${imageSize.toFixed(3)}× osbuilder's` });
+  rows.push({ scenario: "initrd, same rootfs", osbuildMs: initrdMs, baselineMs: median(baselineInitrd), ratio: initrdMs / median(baselineInitrd), goal: "≤ 0.5× time, ≤ 1.01× size", met: initrdMs / median(baselineInitrd) <= 0.5 && initrdSize <= 1.01, peakMiB: mib(peak(initrdRuns)), note: `size ${initrdSize.toFixed(3)}× gzip -9` });
+  rows.push({ scenario: "disk image, same rootfs", osbuildMs: imageMs, baselineMs: median(baselineImage), ratio: imageMs / median(baselineImage), goal: "≤ 1× time, no root, ≤ 1× size", met: imageMs / median(baselineImage) <= 1 && imageSize <= 1, peakMiB: mib(peak(imageRuns)), note: `size ${imageSize.toFixed(3)}× osbuilder's` });
 
   // the packers' memory as the rootfs grows 4×
   const bigTree = join(work, "big-tree");
   sh(`cp -a ${baselineTree} ${bigTree} && cp -a ${big} ${bigTree}/opt/big`);
-  const bigPackers = ours(bigTree, "big");
-  const packerMemory = bigPackers.peakBytes / packerRuns[0]!.peakBytes;
-  rows.push({ scenario: "packers, 4× rootfs", osbuildMs: stepMs(bigPackers.events, "mk-cpio") + stepMs(bigPackers.events, "mk-ext4"), goal: "peak memory ≤ 1.2×", met: packerMemory <= 1.2, peakMiB: mib(bigPackers.peakBytes), note: `memory ${packerMemory.toFixed(2)}× the normal rootfs` });
+  const bigPackers = [ours(bigTree, "big", "initrd"), ours(bigTree, "big", "image")];
+  const packerMemory = peak(bigPackers) / peak(packerRuns);
+  rows.push({ scenario: "packers, 4× rootfs", osbuildMs: stepMs(bigPackers[0]!.events, "mk-cpio") + stepMs(bigPackers[1]!.events, "mk-ext4"), goal: "peak memory ≤ 1.2×", met: packerMemory <= 1.2, peakMiB: mib(peak(bigPackers)), note: `memory ${packerMemory.toFixed(2)}× the normal rootfs` });
 } finally {
   const table = formatTable(rows);
   process.stdout.write(`\nosbuild vs osbuilder on ${machine()}, ${new Date().toISOString().slice(0, 10)}, median of ${RUNS} runs\n\n${table}\n`);

@@ -165,7 +165,7 @@ export class BuildContext {
   }
 
   /** The stored result of `key`, if all of its content is still there. */
-  async lookupAction(key: CacheKey): Promise<ActionRecord | undefined> {
+  async lookupAction(key: CacheKey, options: { touch?: boolean } = {}): Promise<ActionRecord | undefined> {
     let found;
     try {
       found = await this.store.getJson<ActionRecord>(`osbuild:action:${key}`);
@@ -179,6 +179,8 @@ export class BuildContext {
       const present = output.kind === "rootfs" ? output.layers.every((layer) => this.layers.hasLayer(layer)) : this.store.hasContent(output.digest);
       if (!present) return undefined;
     }
+    // Pruning goes by the index time: a result still in use is recorded again once a day.
+    if (options.touch && Date.now() - found.entry.time > 86_400_000) await this.store.touch(found.entry);
     return found.value;
   }
 }
@@ -188,6 +190,8 @@ export class Build {
   private readonly queue: PQueue;
   private stopping = false;
   private readonly corrupt = new Set<Digest>();
+  /** Blobs this build wrote into the store: copied out without hashing them again. */
+  private readonly fresh = new Set<string>();
   private readonly timings: Array<{ id: string; kind: string; status: StepStatus | "skipped"; ms: number }> = [];
 
   constructor(
@@ -286,7 +290,7 @@ export class Build {
     const key = cacheKeyOf(preimage);
     const history: HistoryRecord = { key, preimage, inputSteps: step.inputs.map((edge) => edge.from), hostPaths: prepared.hostPaths };
     try {
-      const cached = await this.context.lookupAction(key);
+      const cached = await this.context.lookupAction(key, { touch: true });
       if (cached) {
         await this.recordHistory(step.id, history);
         const ms = Math.round(performance.now() - started);
@@ -295,8 +299,9 @@ export class Build {
         return { status: "cached", outputs: cached.outputs, key, record: cached };
       }
       this.emit({ type: "step-start", id: step.id, kind, key });
-      const runner = new StepRunner(this.context, prepared, inputs, key, this.emit);
+      const runner = new StepRunner(this.context, prepared, inputs, key, this.emit, this.takesInputTree(step));
       const outputs = await runner.run();
+      for (const output of Object.values(outputs)) if (output.kind === "blob") this.fresh.add(output.digest);
       const ms = Math.round(performance.now() - started);
       const record: ActionRecord = { schema: 1, key, kind, stepId: step.id, preimage, createdAt: new Date().toISOString(), ms, outputs };
       await this.context.store.putJson(`osbuild:action:${key}`, record, { stepId: step.id, kind });
@@ -316,6 +321,23 @@ export class Build {
       this.timings.push({ id: step.id, kind, status: "failed", ms });
       return { status: "failed", key };
     }
+  }
+
+  /**
+   * Whether a tree-changing step may move its input's cached tree instead of copying it: when
+   * it is that rootfs's only consumer here, and its own output goes on to another
+   * tree-changing step. The input of the last change in a chain is kept (copied): that is the
+   * tree an incremental rebuild of that change needs (a new agent on top of a base, say).
+   */
+  private takesInputTree(step: PlannedStep): boolean {
+    if (step.node.spec.output !== "rootfs") return false;
+    const input = step.inputs.find((edge) => edge.kind === "rootfs");
+    if (!input) return false;
+    const consumers = (from: string, output: string): PlannedStep[] =>
+      [...this.graph.steps.values()].filter((other) => other.inputs.some((edge) => edge.from === from && edge.output === output));
+    if (consumers(input.from, input.output).length !== 1) return false;
+    if ([...this.graph.targets.values()].some((edge) => edge.from === input.from && edge.output === input.output)) return false;
+    return consumers(step.id, "out").some((next) => next.node.spec.output === "rootfs" && next.inputs.find((edge) => edge.kind === "rootfs")?.from === step.id);
   }
 
   private async recordHistory(stepId: string, history: HistoryRecord): Promise<void> {
@@ -345,7 +367,7 @@ export class Build {
     }
     let outputs: Record<string, string> = {};
     try {
-      outputs = await writeTargets(this.context, available, this.emit);
+      outputs = await writeTargets(this.context, available, this.fresh, this.emit);
     } catch (error) {
       if (error instanceof CorruptContentError) {
         this.corrupt.add(error.digest);

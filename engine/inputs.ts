@@ -1,9 +1,7 @@
 // What a running step sees of its input artifacts: merged metadata, single files, verified
 // layer streams, and materialized trees.
 
-import { closeSync, createReadStream, openSync, readSync } from "node:fs";
-import { once } from "node:events";
-import { PassThrough, type Readable } from "node:stream";
+import { closeSync, openSync, readSync } from "node:fs";
 import { TarParser } from "../formats/tar.js";
 import { CorruptContentError } from "./errors.js";
 import { hashFileSync, type Store } from "./store.js";
@@ -11,7 +9,7 @@ import type { Digest } from "./key.js";
 import type { MergedFile, MergedView } from "./layers/merge.js";
 import { toFileEntry } from "./layers/toc.js";
 import type { Layers, RootfsValue } from "./rootfs.js";
-import type { BlobInput, FileEntry, RootfsInput } from "./types.js";
+import type { BlobInput, FileEntry, LayerEvent, RootfsInput } from "./types.js";
 
 export class RootfsInputImpl implements RootfsInput {
   readonly kind = "rootfs";
@@ -66,76 +64,59 @@ export class RootfsInputImpl implements RootfsInput {
     );
   }
 
-  async scanLayer(index: number, visit: (entry: FileEntry, content: Readable | undefined) => Promise<void>): Promise<void> {
+  async *readLayer(index: number): AsyncIterable<readonly LayerEvent[]> {
     if (!Number.isInteger(index) || index < 0 || index >= this.value.layers.length) throw new RangeError(`layer ${index} does not exist (${this.value.layers.length} layers)`);
-    return this.scanLayerOf(await this.view(), index, visit);
-  }
-
-  private async scanLayerOf(view: MergedView, index: number, visit: (entry: FileEntry, content: Readable | undefined) => Promise<void>): Promise<void> {
+    const view = await this.view();
     const layer = this.value.layers[index]!;
-    type Event = { kind: "entry"; merged: MergedFile; carriesData: boolean } | { kind: "skip" } | { kind: "data"; chunk: Buffer } | { kind: "end" };
-    const queue: Event[] = [];
+    let batch: LayerEvent[] = [];
+    let passing = false; // the current tar entry belongs to this layer's part
     const parser = new TarParser({
       onEntry: (header) => {
         const merged = survivor(view, header.path, header.type, index);
-        queue.push(merged ? { kind: "entry", merged, carriesData: header.type === "file" } : { kind: "skip" });
-      },
-      onData: (chunk) => queue.push({ kind: "data", chunk: Buffer.from(chunk) }),
-      onEntryEnd: () => queue.push({ kind: "end" }),
-    });
-
-    let current: { content?: PassThrough; visiting: Promise<void>; done: boolean } | undefined;
-    let skipping = false;
-    const drain = async (): Promise<void> => {
-      while (queue.length > 0) {
-        const event = queue.shift()!;
-        if (event.kind === "skip") skipping = true;
-        else if (event.kind === "entry") {
-          skipping = false;
-          const merged = event.merged;
-          // A promoted hardlink's data sits at its original target, not in this tar entry.
-          const fromHere = event.carriesData && merged.dataLayer === index;
-          const content = merged.type === "file" && merged.size > 0 ? (fromHere ? new PassThrough({ highWaterMark: 1 << 20 }) : this.openElsewhere(merged)) : undefined;
-          const state = { content: fromHere ? (content as PassThrough | undefined) : undefined, visiting: Promise.resolve(), done: false };
-          state.visiting = visit(toFileEntry(merged), content).finally(() => {
-            state.done = true;
-          });
-          current = state;
-        } else if (event.kind === "data") {
-          if (skipping || !current?.content || current.done) continue;
-          if (!current.content.write(event.chunk)) await Promise.race([once(current.content, "drain"), current.visiting]);
-        } else {
-          if (skipping) {
-            skipping = false;
-            continue;
-          }
-          if (current) {
-            current.content?.end();
-            await current.visiting;
-            current = undefined;
-          }
+        passing = merged !== undefined;
+        if (!merged) return;
+        batch.push({ type: "entry", entry: toFileEntry(merged) });
+        // A promoted hardlink's data sits at its original target, not in this tar entry.
+        if (merged.type === "file" && merged.size > 0 && !(header.type === "file" && merged.dataLayer === index)) {
+          passing = false;
+          for (const chunk of this.readElsewhere(merged)) batch.push({ type: "data", chunk });
+          batch.push({ type: "end" });
         }
+      },
+      onData: (chunk) => {
+        if (passing) batch.push({ type: "data", chunk: Buffer.from(chunk) });
+      },
+      onEntryEnd: () => {
+        if (passing) batch.push({ type: "end" });
+        passing = false;
+      },
+    });
+    for await (const chunk of this.store.store.openVerified(layer.digest as Digest)) {
+      if (!parser.ended) parser.write(chunk as Buffer);
+      if (batch.length > 0) {
+        yield batch;
+        batch = [];
       }
-    };
-
-    try {
-      for await (const chunk of this.store.store.openVerified(layer.digest as Digest)) {
-        if (!parser.ended) parser.write(chunk as Buffer);
-        await drain();
-      }
-      parser.end();
-      await drain();
-    } catch (error) {
-      current?.content?.destroy(error as Error);
-      await current?.visiting.catch(() => undefined);
-      throw error;
     }
+    parser.end();
+    if (batch.length > 0) yield batch;
   }
 
-  /** Data of a promoted hardlink lives in another layer (or earlier in this one). */
-  private openElsewhere(entry: MergedFile): Readable {
+  /** Data of a promoted hardlink: at its original target, in another layer or earlier in this one. */
+  private *readElsewhere(entry: MergedFile): Generator<Buffer> {
     const path = this.store.store.contentPath(this.value.layers[entry.dataLayer!]!.digest);
-    return createReadStream(path, { start: entry.offset!, end: entry.offset! + entry.size - 1 });
+    const fd = openSync(path, "r");
+    try {
+      for (let done = 0; done < entry.size; ) {
+        const chunk = Buffer.allocUnsafe(Math.min(1 << 20, entry.size - done));
+        const read = readSync(fd, chunk, 0, chunk.length, entry.offset! + done);
+        if (read === 0) throw new Error(`layer ${path} ends early`);
+        done += read;
+        yield chunk.subarray(0, read);
+      }
+    } finally {
+      closeSync(fd);
+    }
   }
 }
 

@@ -2,20 +2,25 @@
 // already there: a blob becomes a file, a rootfs an OCI image layout directory.
 
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, linkSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { chmod, mkdir, open, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { MEDIA_TYPES, OCI_LAYOUT, imageConfig, imageIndex, imageManifest, type Descriptor } from "../formats/oci.js";
 import type { BuildContext, StoredArtifact } from "./build.js";
 import type { EventSink } from "./events.js";
-import { hexOf, ownedName, replaceFileSync } from "./store.js";
+import { CorruptContentError } from "./errors.js";
+import { hashFileSync, hexOf, ownedName, replaceFileSync } from "./store.js";
 
 interface OutputState {
   digest: string;
   stat: string;
 }
 
-export async function writeTargets(context: BuildContext, targets: ReadonlyMap<string, StoredArtifact>, emit: EventSink): Promise<Record<string, string>> {
+/**
+ * Writes each target into the output directory. Content this build wrote into the store
+ * itself (`fresh`) is copied as is; anything older is verified against its digest on the way.
+ */
+export async function writeTargets(context: BuildContext, targets: ReadonlyMap<string, StoredArtifact>, fresh: ReadonlySet<string>, emit: EventSink): Promise<Record<string, string>> {
   const outDir = resolve(context.settings.outDir);
   mkdirSync(outDir, { recursive: true });
   const stateFile = join(context.settings.cacheDir, "memo", "outputs.json");
@@ -33,7 +38,7 @@ export async function writeTargets(context: BuildContext, targets: ReadonlyMap<s
       const known = state[path];
       const upToDate = known?.digest === artifact.digest && known.stat === statKey(marker);
       if (!upToDate) {
-        if (artifact.kind === "blob") await writeBlob(context, artifact.digest, path);
+        if (artifact.kind === "blob") await writeBlob(context, artifact.digest, path, fresh.has(artifact.digest));
         else await writeOciLayout(context, artifact, path);
         state[path] = { digest: artifact.digest, stat: statKey(marker) };
       }
@@ -58,11 +63,12 @@ function statKey(path: string): string {
  * Copies content out of the store, verifying it on the way, and keeping it sparse: runs of
  * zeros (a disk image's free space) are skipped rather than written.
  */
-async function copyVerified(context: BuildContext, digest: StoredArtifact["digest"], path: string): Promise<void> {
+async function copyOut(context: BuildContext, digest: StoredArtifact["digest"], path: string, verify: boolean): Promise<void> {
   const out = await open(path, "wx", 0o644);
   let position = 0;
   try {
-    for await (const chunk of context.store.openVerified(digest)) {
+    const source = verify ? context.store.openVerified(digest) : createReadStream(context.store.contentPath(digest), { highWaterMark: 1 << 20 });
+    for await (const chunk of source) {
       const bytes = chunk as Buffer;
       for (let start = 0; start < bytes.length; start += SPARSE_BLOCK) {
         const piece = bytes.subarray(start, start + SPARSE_BLOCK);
@@ -86,15 +92,29 @@ function isAllZero(bytes: Buffer): boolean {
   return true;
 }
 
-async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"], path: string): Promise<void> {
+async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"], path: string, fresh: boolean): Promise<void> {
   const temp = join(path, "..", `.${ownedName("out")}`);
   try {
-    await copyVerified(context, digest, temp);
+    await copyOut(context, digest, temp, !fresh);
     await chmod(temp, 0o644);
     if (existsSync(path) && statSync(path).isDirectory()) await rm(path, { recursive: true });
     renameSync(temp, path);
   } finally {
     await rm(temp, { force: true });
+  }
+}
+
+/**
+ * Layer blobs are immutable and read-only in the store: the layout links to them (after a
+ * verification) instead of copying; another filesystem gets a copy.
+ */
+async function linkOrCopy(context: BuildContext, digest: StoredArtifact["digest"], target: string): Promise<void> {
+  const source = context.store.contentPath(digest);
+  if (hashFileSync(source) !== digest) throw new CorruptContentError(digest, "changed in the store");
+  try {
+    linkSync(source, target);
+  } catch {
+    await copyOut(context, digest, target, true);
   }
 }
 
@@ -113,7 +133,7 @@ async function writeOciLayout(context: BuildContext, artifact: Extract<StoredArt
     const layers: Descriptor[] = [];
     for (const layer of artifact.layers) {
       const target = join(blobs, hexOf(layer.digest));
-      if (!existsSync(target)) await copyVerified(context, layer.digest, target);
+      if (!existsSync(target)) await linkOrCopy(context, layer.digest, target);
       layers.push({ mediaType: MEDIA_TYPES.layerTar, digest: layer.digest, size: layer.size });
     }
     const created = new Date(context.settings.sourceDateEpoch * 1000);

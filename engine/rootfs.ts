@@ -233,12 +233,36 @@ export class Layers {
 
   /**
    * A private, writable copy of `rootfs` at `dest`, and the ctime baseline after which any
-   * change counts as the step's.
+   * change counts as the step's. With `take`, the cached tree itself is moved there instead
+   * of copied (the caller knows nothing else will want it): it is extracted again if needed.
    */
-  async scratchCopy(rootfs: RootfsValue, dest: string): Promise<number> {
+  async scratchCopy(rootfs: RootfsValue, dest: string, options: { take?: boolean } = {}): Promise<number> {
     if (rootfs.layers.length === 0) await mkdir(dest, { recursive: true });
-    else await copyTree(await this.materialize(rootfs), dest);
+    else {
+      const tree = await this.materialize(rootfs);
+      if (!(options.take && this.takeTree(rootfs, tree, dest))) {
+        try {
+          await copyTree(tree, dest);
+        } catch (error) {
+          // Another process may have taken or pruned the tree meanwhile: rebuild and copy once more.
+          if (existsSync(tree)) throw error;
+          await rm(dest, { recursive: true, force: true });
+          await copyTree(await this.materialize(rootfs), dest);
+        }
+      }
+    }
     return ctimeBaseline(this.store.tmp);
+  }
+
+  private takeTree(rootfs: RootfsValue, tree: string, dest: string): boolean {
+    try {
+      renameSync(tree, dest);
+    } catch {
+      return false;
+    }
+    this.materializing.delete(rootfs.digest);
+    this.verifiedTrees.delete(tree);
+    return true;
   }
 
   /** Turns the changes made in a scratch tree into a layer on top of `base`, and caches the tree. */
@@ -271,6 +295,8 @@ export class Layers {
         try {
           renameSync(root, this.treePath(rootfs));
           touch(this.treePath(rootfs));
+          // It is exactly what the diff just read: no need to check it against the layers.
+          this.verifiedTrees.add(this.treePath(rootfs));
         } catch {
           /* another process cached it first */
         }

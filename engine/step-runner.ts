@@ -28,6 +28,7 @@ export class StepRunner {
   private log?: WriteStream;
   private recentOutput = "";
   private readonly temps: string[] = [];
+  private readonly started = performance.now();
 
   constructor(
     private readonly context: BuildContext,
@@ -35,6 +36,8 @@ export class StepRunner {
     private readonly inputs: readonly StoredArtifact[],
     private readonly key: CacheKey,
     private readonly emit: EventSink,
+    /** Move the input's cached tree into the scratch instead of copying it (see Build). */
+    private readonly takeInputTree = false,
   ) {
     this.scratch = join(context.settings.cacheDir, "scratch", ownedName(prepared.step.id));
     const logDir = join(context.settings.cacheDir, "logs", context.scope);
@@ -82,7 +85,8 @@ export class StepRunner {
           // Layers appended so far are part of what the tree starts from.
           treeBase = rootfsOf([...base.layers, ...appended]);
           const root = join(this.scratch, "tree");
-          const baseline = await layers.scratchCopy(treeBase, root);
+          this.writeLog(`preparing the tree (${this.takeInputTree ? "moving" : "copying"} the input's)`);
+          const baseline = await layers.scratchCopy(treeBase, root, { take: this.takeInputTree && appended.length === 0 });
           const overrides = emptyOverrides();
           tree = { tree: new StepTree(root, overrides, this.context.asRoot, this.context.store.tmp), baseline, overrides };
         }
@@ -99,7 +103,10 @@ export class StepRunner {
     await step.node.spec.run(this.prepared.options, ctx as never);
     let result: RootfsValue = rootfsOf([...base.layers, ...appended]);
     if (tree) {
+      this.writeLog("recording the changes to the tree as a layer");
       const committed = await layers.commitScratch(tree.tree.root, treeBase, tree.baseline, tree.overrides, settings.sourceDateEpoch);
+      const added = committed.rootfs.layers.length > treeBase.layers.length ? committed.rootfs.layers[committed.rootfs.layers.length - 1] : undefined;
+      this.writeLog(added ? `new layer ${added.digest} (${added.size} bytes)` : "the step changed nothing: no new layer");
       for (const socket of committed.skippedSockets) this.emit({ type: "warning", id: step.id, message: `socket /${socket} left out of the layer (tar cannot hold sockets)` });
       result = committed.rootfs;
     }
@@ -174,7 +181,9 @@ export class StepRunner {
   }
 
   private writeLog(message: string): void {
-    this.log?.write(message.endsWith("\n") ? message : `${message}\n`);
+    // Seconds since the step started: where a step's time goes, line by line.
+    const stamp = `[${((performance.now() - this.started) / 1000).toFixed(2).padStart(6)}s] `;
+    this.log?.write(`${stamp}${message.endsWith("\n") ? message.slice(0, -1) : message}\n`);
     this.recentOutput = (this.recentOutput + message + "\n").slice(-STDERR_TAIL);
     if (this.context.settings.verbose) this.emit({ type: "log", id: this.prepared.step.id, message });
   }

@@ -143,6 +143,11 @@ export class Store {
     await cacache.rm.content(this.dir, sriOf(digest)).catch(() => undefined);
   }
 
+  /** Records a fresh use of `key`, so that pruning by age keeps what is still used. */
+  async touch(entry: IndexEntry): Promise<void> {
+    await cacache.index.insert(this.dir, entry.key, sriOf(entry.digest), { size: entry.size, metadata: entry.metadata });
+  }
+
   async removeEntry(key: string): Promise<void> {
     await (cacache.rm.entry as (cache: string, key: string, options: { removeFully: boolean }) => Promise<unknown>)(this.dir, key, { removeFully: true });
   }

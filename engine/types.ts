@@ -196,6 +196,9 @@ export interface FileEntry {
   readonly xattrs?: Readonly<Record<string, Buffer>>;
 }
 
+/** What `RootfsInput.readLayer` yields: each entry, then its data in order, then its end. */
+export type LayerEvent = { readonly type: "entry"; readonly entry: FileEntry } | { readonly type: "data"; readonly chunk: Buffer } | { readonly type: "end" };
+
 /** A rootfs given to a step as input. */
 export interface RootfsInput {
   readonly kind: "rootfs";
@@ -217,9 +220,10 @@ export interface RootfsInput {
   layerParts(): Promise<ReadonlyArray<{ readonly digest: string; readonly entries: readonly FileEntry[] }>>;
   /**
    * Streams one layer's part (see `layerParts`) with file contents, verifying the layer's
-   * integrity as it is read. `visit` must consume `content` (or not) before resolving.
+   * integrity as it is read (the iteration throws if it does not match). Events come in
+   * batches, one per chunk read: handle a batch, then await your output's backpressure.
    */
-  scanLayer(index: number, visit: (entry: FileEntry, content: Readable | undefined) => Promise<void>): Promise<void>;
+  readLayer(index: number): AsyncIterable<readonly LayerEvent[]>;
   /**
    * A directory holding the merged tree, for tools that read directories (mke2fs -d).
    * Shared and read-only: never modify it. Owners on disk are exact only when running as root.

@@ -7,9 +7,9 @@
 
 import { createReadStream, createWriteStream } from "node:fs";
 import { once } from "node:events";
-import { PassThrough, type Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { defineStep, type ExecOptions, type ExecResult, type FileEntry } from "../engine/index.js";
+import { defineStep, type ExecOptions, type ExecResult, type FileEntry, type LayerEvent } from "../engine/index.js";
 import { encodeNewcHeader, newcPadding, newcTrailer, type CpioEntry } from "../formats/cpio.js";
 import { checkBootable } from "./checks.js";
 import { OSBUILDER_YAML_PATH } from "./facts.js";
@@ -37,7 +37,7 @@ const DEFAULT_LEVEL: Record<CpioCompression, number> = { gzip: 6, zstd: 9, none:
 
 export const mkCpio = defineStep({
   kind: "mk-cpio",
-  version: 4,
+  version: 5,
   inputs: ["rootfs"],
   output: "blob",
   tools: (options: MkCpioOptions) => {
@@ -76,13 +76,7 @@ export const mkCpio = defineStep({
       const withRoot = index === 0;
       const key = { layer: part.digest, entries: part.entries.map(entryKey), firstIno, withRoot, compression, level };
       segments.push(
-        await ctx.reuse(key, async (path) => {
-          const archive = cpioStream(async (write) => {
-            if (withRoot) await write(rootEntry(ctx.sourceDateEpoch), undefined);
-            await writeLayer(rootfs.scanLayer.bind(rootfs, index), firstIno, part.entries, write);
-          }, false);
-          await compress(archive, path);
-        }),
+        await ctx.reuse(key, (path) => compress(Readable.from(layerArchive(rootfs.readLayer(index), firstIno, part.entries, withRoot ? rootEntry(ctx.sourceDateEpoch) : undefined)), path)),
       );
     }
     // The tail: the root when there are no layers, /init when missing, and the trailer.
@@ -90,18 +84,16 @@ export const mkCpio = defineStep({
     const initLink = wanted !== false && !(await rootfs.stat("init")) ? wanted : undefined;
     const tailKey = { tail: true, withRoot: parts.length === 0, initLink: initLink ?? false, ino: nextIno, compression, level };
     segments.push(
-      await ctx.reuse(tailKey, (path) =>
-        compress(
-          cpioStream(async (write) => {
-            if (parts.length === 0) await write(rootEntry(ctx.sourceDateEpoch), undefined);
-            if (initLink !== undefined) {
-              const target = Buffer.from(initLink);
-              await write({ name: "init", type: "symlink", mode: 0o777, uid: 0, gid: 0, nlink: 1, mtime: ctx.sourceDateEpoch, size: target.length, ino: nextIno }, target);
-            }
-          }, true),
-          path,
-        ),
-      ),
+      await ctx.reuse(tailKey, (path) => {
+        const tail: Buffer[] = [];
+        if (parts.length === 0) tail.push(encodeNewcHeader(rootEntry(ctx.sourceDateEpoch)));
+        if (initLink !== undefined) {
+          const target = Buffer.from(initLink);
+          tail.push(encodeNewcHeader({ name: "init", type: "symlink", mode: 0o777, uid: 0, gid: 0, nlink: 1, mtime: ctx.sourceDateEpoch, size: target.length, ino: nextIno }), target, Buffer.alloc(newcPadding(target.length)));
+        }
+        tail.push(newcTrailer());
+        return compress(Readable.from([Buffer.concat(tail)]), path);
+      }),
     );
     await concatenate(segments, ctx.outputPath());
   },
@@ -116,74 +108,66 @@ function entryKey(entry: FileEntry): unknown[] {
   return [entry.path, entry.type, entry.mode, entry.uid, entry.gid, entry.size, entry.mtime, entry.linkTarget ?? null, entry.devMajor ?? null, entry.devMinor ?? null];
 }
 
-type WriteEntry = (entry: CpioEntry, data: Buffer | Readable | undefined) => Promise<void>;
-
-/** newc entries produced by `produce`, with backpressure; the archive's end gets the trailer. */
-function cpioStream(produce: (write: WriteEntry) => Promise<void>, withTrailer: boolean): Readable {
-  const out = new PassThrough({ highWaterMark: 1 << 20 });
-  const push = async (chunk: Buffer): Promise<void> => {
-    if (!out.write(chunk)) await once(out, "drain");
-  };
-  const write: WriteEntry = async (entry, data) => {
-    await push(encodeNewcHeader(entry));
-    if (data === undefined) return;
-    if (Buffer.isBuffer(data)) await push(data);
-    else for await (const chunk of data) await push(chunk as Buffer);
-    const padding = newcPadding(entry.size);
-    if (padding > 0) await push(Buffer.alloc(padding));
-  };
-  produce(write)
-    .then(() => (withTrailer ? push(newcTrailer()) : undefined))
-    .then(
-      () => out.end(),
-      (error: unknown) => out.destroy(error as Error),
-    );
-  return out;
-}
-
-async function writeLayer(
-  scan: (visit: (entry: FileEntry, content: Readable | undefined) => Promise<void>) => Promise<void>,
-  firstIno: number,
-  entries: readonly FileEntry[],
-  write: WriteEntry,
-): Promise<void> {
+/**
+ * One layer's part of the archive as newc bytes, a buffer per batch of the layer read, so
+ * that pigz/zstd get large writes and backpressure is awaited once per batch. Ends without a
+ * trailer: the parts are concatenated and the tail closes the archive.
+ */
+async function* layerArchive(batches: AsyncIterable<readonly LayerEvent[]>, firstIno: number, entries: readonly FileEntry[], root: CpioEntry | undefined): AsyncGenerator<Buffer> {
   // Hardlinked files share one inode number; the data goes with the first name.
   const linkCount = new Map<string, number>();
   for (const entry of entries) if (entry.type === "hardlink") linkCount.set(entry.linkTarget!, (linkCount.get(entry.linkTarget!) ?? 1) + 1);
   const inoOf = new Map<string, number>();
   let ino = firstIno;
-  await scan(async (entry, content) => {
-    const own = ino++;
-    const base = { name: entry.path, mode: entry.mode, uid: entry.uid, gid: entry.gid, mtime: entry.mtime, nlink: 1, ino: own };
-    switch (entry.type) {
-      case "file": {
-        const nlink = linkCount.get(entry.path) ?? 1;
-        if (nlink > 1) inoOf.set(entry.path, own);
-        await write({ ...base, type: "file", nlink, size: entry.size }, content);
-        return;
+  let dataSize = 0;
+  if (root) yield encodeNewcHeader(root);
+  for await (const batch of batches) {
+    const out: Buffer[] = [];
+    for (const event of batch) {
+      if (event.type === "data") {
+        out.push(event.chunk);
+        continue;
       }
-      case "hardlink": {
-        const target = entry.linkTarget!;
-        const sharedIno = inoOf.get(target);
-        if (sharedIno === undefined) throw new Error(`hardlink ${entry.path} → ${target}: target not found before it in the layer`);
-        await write({ ...base, type: "file", nlink: linkCount.get(target)!, size: 0, ino: sharedIno }, undefined);
-        return;
+      if (event.type === "end") {
+        const padding = newcPadding(dataSize);
+        if (padding > 0) out.push(Buffer.alloc(padding));
+        dataSize = 0;
+        continue;
       }
-      case "dir":
-        await write({ ...base, type: "dir", nlink: 2, size: 0 }, undefined);
-        return;
-      case "symlink": {
-        const target = Buffer.from(entry.linkTarget!, "utf8");
-        await write({ ...base, type: "symlink", size: target.length }, target);
-        return;
+      const entry = event.entry;
+      const own = ino++;
+      const base = { name: entry.path, mode: entry.mode, uid: entry.uid, gid: entry.gid, mtime: entry.mtime, nlink: 1, ino: own };
+      switch (entry.type) {
+        case "file": {
+          const nlink = linkCount.get(entry.path) ?? 1;
+          if (nlink > 1) inoOf.set(entry.path, own);
+          out.push(encodeNewcHeader({ ...base, type: "file", nlink, size: entry.size }));
+          dataSize = entry.size;
+          break;
+        }
+        case "hardlink": {
+          const sharedIno = inoOf.get(entry.linkTarget!);
+          if (sharedIno === undefined) throw new Error(`hardlink ${entry.path} → ${entry.linkTarget}: target not found before it in the layer`);
+          out.push(encodeNewcHeader({ ...base, type: "file", nlink: linkCount.get(entry.linkTarget!)!, size: 0, ino: sharedIno }));
+          break;
+        }
+        case "dir":
+          out.push(encodeNewcHeader({ ...base, type: "dir", nlink: 2, size: 0 }));
+          break;
+        case "symlink": {
+          const target = Buffer.from(entry.linkTarget!, "utf8");
+          out.push(encodeNewcHeader({ ...base, type: "symlink", size: target.length }), target, Buffer.alloc(newcPadding(target.length)));
+          break;
+        }
+        case "char":
+        case "block":
+        case "fifo":
+          out.push(encodeNewcHeader({ ...base, type: entry.type, size: 0, rdevMajor: entry.devMajor ?? 0, rdevMinor: entry.devMinor ?? 0 }));
+          break;
       }
-      case "char":
-      case "block":
-      case "fifo":
-        await write({ ...base, type: entry.type, size: 0, rdevMajor: entry.devMajor ?? 0, rdevMinor: entry.devMinor ?? 0 }, undefined);
-        return;
     }
-  });
+    if (out.length > 0) yield Buffer.concat(out);
+  }
 }
 
 async function compressTo(

@@ -6,6 +6,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
 export interface HookData {
@@ -60,7 +61,7 @@ async function transpile(file: string, source: string): Promise<string> {
   const key = createHash("sha256").update(`${TRANSPILE_VERSION}\0${file}\0${source}`).digest("hex");
   const cached = join(data.cacheDir, `${key}.js`);
   if (existsSync(cached)) return readFileSync(cached, "utf8");
-  typescript ??= (await import("typescript")).default;
+  typescript ??= createRequire(import.meta.url)("typescript") as typeof import("typescript");
   const ts = typescript;
   const output = ts.transpileModule(source, {
     fileName: file,

@@ -3,7 +3,8 @@
 // content of every file the program read, so an unchanged config is never checked twice.
 
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 import { replaceFileSync } from "../store.js";
 
@@ -33,7 +34,8 @@ export async function typecheckConfig(configFile: string, options: TypecheckOpti
   const known = memo[configFile];
   if (known && known.osbuild === osbuildStamp && Object.entries(known.files).every(([file, hash]) => hashOf(file) === hash)) return [];
 
-  const ts = (await import("typescript")).default;
+  // require, not import: an ESM import of this 9 MB CommonJS file scans it for exports first.
+  const ts = createRequire(import.meta.url)("typescript") as typeof import("typescript");
   const compilerOptions: import("typescript").CompilerOptions = {
     strict: true,
     noEmit: true,
@@ -45,11 +47,18 @@ export async function typecheckConfig(configFile: string, options: TypecheckOpti
     esModuleInterop: true,
     skipLibCheck: true,
     lib: ["lib.es2023.d.ts"],
-    types: ["node"],
+    types: [],
     typeRoots: options.typeRoots,
     paths: { osbuild: [options.osbuildTypes] },
   };
-  const program = ts.createProgram([configFile], compilerOptions);
+  // Node's own types are most of the work (~100 files): load them only for configs that use
+  // Node's APIs, decided from the config's own files.
+  let program = ts.createProgram([configFile], compilerOptions);
+  const userFiles = program.getSourceFiles().filter((source) => !source.isDeclarationFile);
+  if (userFiles.some((source) => USES_NODE.test(source.text))) {
+    compilerOptions.types = ["node"];
+    program = ts.createProgram([configFile], compilerOptions);
+  }
   const diagnostics = ts.getPreEmitDiagnostics(program).map((diagnostic): ConfigDiagnostic => {
     const message = ts.flattenDiagnosticMessageText(diagnostic.messageText, "\n");
     if (!diagnostic.file || diagnostic.start === undefined) return { code: diagnostic.code, message };
@@ -67,6 +76,7 @@ export async function typecheckConfig(configFile: string, options: TypecheckOpti
     }
     memo[configFile] = { osbuild: osbuildStamp, files };
     try {
+      mkdirSync(dirname(options.memoFile), { recursive: true });
       replaceFileSync(options.memoFile, (temp) => writeFileSync(temp, JSON.stringify(memo)));
     } catch {
       /* only an optimization */
@@ -74,6 +84,9 @@ export async function typecheckConfig(configFile: string, options: TypecheckOpti
   }
   return diagnostics;
 }
+
+/** Signs that a config uses Node's APIs (and so needs @types/node). */
+const USES_NODE = /\bfrom\s+["'](?:node:|(?:fs|path|os|child_process|crypto|url|stream|util|zlib|events)["'/])|\b(?:process|Buffer|__dirname|__filename|require|NodeJS|setImmediate)\b/;
 
 export function formatDiagnostic(diagnostic: ConfigDiagnostic, cwd = process.cwd()): string {
   const where = diagnostic.file ? `${relativeIfInside(diagnostic.file, cwd)}:${diagnostic.line}:${diagnostic.column} - ` : "";

@@ -1,12 +1,13 @@
 // An ext4 filesystem from a tree, without root, mounts or loop devices: mke2fs -d writes it
-// straight into the image file at the partition's offset, then debugfs sets what mke2fs
-// copied from the files on disk but should come from the layers: times always (mke2fs
-// copies atime and ctime, which no one can set on a host file), and without root also
-// owners, modes, device nodes and xattrs.
+// straight into the image file at the partition's offset. What mke2fs copies from the files
+// on disk but should come from the layers is set afterwards: atime and ctime (no one can set
+// a host file's ctime) by rewriting the inode table in place; without root also owners,
+// modes, device nodes and xattrs, with debugfs.
 
-import { writeFileSync } from "node:fs";
+import { closeSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ExecOptions, ExecResult, FileEntry } from "../../engine/index.js";
+import { setInodeTimesToMtime } from "../../formats/ext4.js";
 
 const BLOCK = 4096;
 const INODE_SIZE = 256;
@@ -73,7 +74,9 @@ export async function makeExt4(
   options: { plan: Ext4Plan; identity: Ext4Identity; reservedPercent: number; label?: string; asRoot: boolean; workDir: string; blockSize?: number },
 ): Promise<void> {
   const blockSize = options.blockSize ?? BLOCK;
-  const env = { E2FSPROGS_FAKE_TIME: String(options.identity.time), MKE2FS_CONFIG: "/dev/null", LC_ALL: "C" };
+  const config = join(options.workDir, "mke2fs.conf");
+  writeFileSync(config, MKE2FS_CONF);
+  const env = { E2FSPROGS_FAKE_TIME: String(options.identity.time), MKE2FS_CONFIG: config, LC_ALL: "C" };
   const device = `${image}?offset=${layout.offset}`;
   await exec(
     "mke2fs",
@@ -95,10 +98,7 @@ export async function makeExt4(
       "-U",
       options.identity.uuid,
       "-E",
-      `hash_seed=${options.identity.hashSeed},offset=${layout.offset},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0`,
-      // What /etc/mke2fs.conf gives ext4, spelled out so that the host's file cannot change the image.
-      "-O",
-      "has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize,^metadata_csum_seed,^orphan_file",
+      `hash_seed=${options.identity.hashSeed},offset=${layout.offset},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0,nodiscard`,
       ...(options.label ? ["-L", options.label] : []),
       "-d",
       tree,
@@ -107,34 +107,62 @@ export async function makeExt4(
     ],
     { env },
   );
-  const script = fixupScript(entries, options.identity.time, options.asRoot, options.workDir);
-  const scriptFile = join(options.workDir, "debugfs.cmds");
-  writeFileSync(scriptFile, script);
-  await exec("debugfs", ["-w", "-f", scriptFile, device], { env });
+  if (!options.asRoot) {
+    const scriptFile = join(options.workDir, "debugfs.cmds");
+    writeFileSync(scriptFile, ownershipScript(entries, options.workDir));
+    await exec("debugfs", ["-w", "-f", scriptFile, device], { env });
+  }
+  const fd = openSync(image, "r+");
+  try {
+    setInodeTimesToMtime(fd, layout.offset);
+  } finally {
+    closeSync(fd);
+  }
 }
 
-/** debugfs commands that make every inode's metadata what the layers say. */
-function fixupScript(entries: readonly FileEntry[], time: number, asRoot: boolean, workDir: string): string {
+/** Debian's ext4 settings, as a file of our own so that the host's /etc/mke2fs.conf cannot change the image. */
+const MKE2FS_CONF = `[defaults]
+	base_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
+	default_mntopts = acl,user_xattr
+	enable_periodic_fsck = 0
+	blocksize = 4096
+	inode_size = 256
+	inode_ratio = 16384
+
+[fs_types]
+	ext4 = {
+		features = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
+	}
+	small = {
+		inode_ratio = 16384
+	}
+	floppy = {
+		inode_ratio = 16384
+	}
+	default = {
+		inode_ratio = 16384
+	}
+`;
+
+/** debugfs commands that give every inode the owner, mode, device and xattrs the layers say (without root, the tree has placeholders). */
+function ownershipScript(entries: readonly FileEntry[], workDir: string): string {
   const lines: string[] = [];
   let xattrFiles = 0;
   for (const entry of entries) {
     if (entry.type === "hardlink") continue;
     const path = quote(`/${entry.path}`);
-    if (!asRoot) {
-      // Without root the tree holds placeholders: recreate devices, set owners and modes.
-      if (entry.type === "char" || entry.type === "block") {
-        lines.push(`rm ${path}`, `mknod ${path} ${entry.type === "char" ? "c" : "b"} ${entry.devMajor ?? 0} ${entry.devMinor ?? 0}`);
-      }
-      lines.push(`sif ${path} uid ${entry.uid}`, `sif ${path} gid ${entry.gid}`);
-      if (entry.type !== "symlink") lines.push(`sif ${path} mode 0${(typeMode(entry.type) | entry.mode).toString(8)}`);
-      for (const [name, value] of Object.entries(entry.xattrs ?? {})) {
-        const file = join(workDir, `xattr-${xattrFiles++}`);
-        writeFileSync(file, value);
-        lines.push(`ea_set -f ${quote(file)} ${path} ${name}`);
-      }
+    if (entry.type === "char" || entry.type === "block") {
+      lines.push(`rm ${path}`, `mknod ${path} ${entry.type === "char" ? "c" : "b"} ${entry.devMajor ?? 0} ${entry.devMinor ?? 0}`);
     }
-    // mke2fs copied atime and ctime from the files on disk; the layers only know mtime.
-    lines.push(`sif ${path} atime @${entry.mtime}`, `sif ${path} ctime @${entry.mtime}`, `sif ${path} crtime @${time}`);
+    lines.push(`sif ${path} uid ${entry.uid}`, `sif ${path} gid ${entry.gid}`);
+    if (entry.type !== "symlink") lines.push(`sif ${path} mode 0${(typeMode(entry.type) | entry.mode).toString(8)}`);
+    for (const [name, value] of Object.entries(entry.xattrs ?? {})) {
+      const file = join(workDir, `xattr-${xattrFiles++}`);
+      writeFileSync(file, value);
+      lines.push(`ea_set -f ${quote(file)} ${path} ${name}`);
+    }
+    // debugfs stamps the inodes it changes; the time pass after it puts the layers' back.
+    lines.push(`sif ${path} mtime @${entry.mtime}`);
   }
   return `${lines.join("\n")}\n`;
 }

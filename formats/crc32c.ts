@@ -1,0 +1,23 @@
+// CRC-32C (Castagnoli), the checksum of ext4's metadata_csum. Raw updates, as the kernel's
+// crc32c(): no inversion before or after, so that callers chain them exactly as ext4 does.
+
+const TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0x82f63b78 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+export function crc32cUpdate(crc: number, data: Uint8Array): number {
+  let c = crc >>> 0;
+  for (let i = 0; i < data.length; i++) c = TABLE[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
+  return c >>> 0;
+}
+
+/** The standard CRC-32C of `data` (initial ~0, final inversion), e.g. 0xe3069283 for "123456789". */
+export function crc32c(data: Uint8Array): number {
+  return (crc32cUpdate(0xffffffff, data) ^ 0xffffffff) >>> 0;
+}

@@ -1,0 +1,143 @@
+// The smaller steps and options on a small busybox rootfs: run, the agent from a release
+// tarball, provision's policy, hooks, tarballs and confidential fstab, osbuilder's checks
+// before packing, and cache ls / prune.
+
+import { copyFileSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { REPO, isRoot, osbuild, sh, statuses, tempDir, writeFiles, type RunResult } from "../helpers.js";
+
+const AGENT = join(REPO, "build/agent/kata-agent");
+
+/** A tree with busybox as /bin/sh and the few files provision edits. */
+function busyboxProject(config: string): string {
+  const dir = tempDir("steps");
+  writeFiles(dir, {
+    "osbuild.config.ts": config,
+    "tree/etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+    "tree/etc/group": "root:x:0:\n",
+    "tree/etc/chrony/chrony.conf": "pool 2.debian.pool.ntp.org iburst\nmakestep 1 3\n",
+    "tree/etc/fstab": "proc /proc proc defaults 0 0\ntmpfs /run tmpfs size=10% 0 0\n",
+    "files/policy.rego": "package agent_policy\ndefault allow := true\n",
+  });
+  sh("mkdir -p tree/bin tree/sbin tree/var/lib/dpkg tree/var/log tree/var/cache/apt tree/tmp && chmod 1777 tree/tmp", dir);
+  copyFileSync("/bin/busybox", join(dir, "tree/bin/busybox"));
+  sh("chmod 755 tree/bin/busybox && for applet in sh ls cat echo id chown touch mkdir; do ln -s busybox tree/bin/$applet; done", dir);
+  // Kata's release tarball layout: the agent and its units, zstd-compressed
+  sh(`mkdir -p release/usr/bin release/usr/lib/systemd/system && cp ${AGENT} release/usr/bin/kata-agent && echo '[Unit]' > release/usr/lib/systemd/system/kata-agent.service && tar --numeric-owner -C release -cf - . | zstd -q -o kata-static-agent.tar.zst`, dir);
+  // A guest hooks tarball, and an extra one
+  sh("mkdir -p hooks/usr/share/oci/hooks/prestart extra/etc && echo '#!/bin/sh' > hooks/usr/share/oci/hooks/prestart/hook.sh && chmod 755 hooks/usr/share/oci/hooks/prestart/hook.sh && echo extra > extra/etc/extra && tar -C hooks -czf hooks.tar.gz . && tar -C extra -cf extra.tar .", dir);
+  return dir;
+}
+
+const run = (dir: string, args: string[] = []): Promise<RunResult> => osbuild(["run", "--json", "--cache-dir", join(dir, "cache"), ...args], { cwd: dir });
+const failure = (result: RunResult): string => String(result.events.find((event) => event.type === "step" && event.status === "failed")?.error);
+
+/** The rootfs target unpacked from its OCI layout, whiteouts applied. */
+function unpack(layout: string): string {
+  const dir = tempDir("unpacked");
+  const blob = (digest: string): string => join(layout, "blobs/sha256", digest.slice("sha256:".length));
+  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8")) as { manifests: Array<{ digest: string }> };
+  const manifest = JSON.parse(readFileSync(blob(index.manifests[0]!.digest), "utf8")) as { layers: Array<{ digest: string }> };
+  for (const layer of manifest.layers) {
+    for (const line of sh(`tar -tf ${blob(layer.digest)}`).split("\n")) {
+      const match = /^(.*\/)?\.wh\.(.+)$/.exec(line);
+      if (match && match[2] !== ".wh..opq") sh(`rm -rf -- "${join(dir, match[1] ?? "", match[2]!)}"`);
+    }
+    sh(`tar --numeric-owner -xpf ${blob(layer.digest)} -C ${dir} --exclude='*.wh.*'`);
+  }
+  return dir;
+}
+
+describe("steps on a small rootfs", () => {
+  describe("run, the agent tarball and provision's options", () => {
+    let dir: string;
+    let result: RunResult;
+    let tree: string;
+    beforeAll(async () => {
+      dir = busyboxProject(`import { defineConfig, fetchBase, installAgent, provision, run } from "osbuild";
+
+export default defineConfig({
+  sourceDateEpoch: 1735689600,
+  targets: () => {
+    const base = fetchBase({ directory: "./tree" });
+    const ran = run(base, { script: "echo guest > /etc/hostname; id -u > /etc/built-by; mkdir -p /srv/data; chown 1234:5678 /srv/data; touch /dev/null-written-by-run || true" });
+    const provisioned = provision(ran, { init: "systemd", agentPolicy: "./files/policy.rego", guestHooks: "./hooks.tar.gz", extraTarballs: ["./extra.tar"], confidential: true });
+    return { rootfs: installAgent(provisioned, { tarball: "./kata-static-agent.tar.zst", init: "agent", version: "3.99.0" }) };
+  },
+});
+`);
+      result = await run(dir);
+      if (result.code !== 0) throw new Error(`build failed:\n${result.stdout}\n${result.stderr}`);
+      tree = unpack(join(dir, "out/rootfs"));
+    }, 300_000);
+
+    it("runs commands inside the rootfs, as root there", () => {
+      expect(readFileSync(join(tree, "etc/hostname"), "utf8")).toBe("guest\n");
+      expect(readFileSync(join(tree, "etc/built-by"), "utf8")).toBe("0\n");
+      if (isRoot) expect(sh("stat -c '%u:%g' srv/data", tree).trim()).toBe("1234:5678");
+      // the namespace's /dev, /proc and mounts stayed out of the layer
+      expect(sh("ls -A proc 2>/dev/null || true", tree).trim()).toBe("");
+    });
+
+    it("installs the agent from Kata's release tarball (zstd)", () => {
+      const init = join(tree, "sbin/init");
+      expect(readFileSync(init).includes("OSBUILD-TEST-AGENT")).toBe(true);
+      expect((statSync(init).mode & 0o777).toString(8)).toBe("755");
+      expect(readFileSync(join(tree, "var/lib/osbuilder/osbuilder.yaml"), "utf8")).toContain('  version: "3.99.0"\n  agent-is-init-daemon: "yes"');
+    });
+
+    it("installs the agent policy, guest hooks and extra tarballs", () => {
+      expect(readFileSync(join(tree, "etc/kata-opa/policy.rego"), "utf8")).toContain("default allow := true");
+      expect(readlinkSync(join(tree, "etc/kata-opa/default-policy.rego"))).toBe("policy.rego");
+      expect((statSync(join(tree, "usr/share/oci/hooks/prestart/hook.sh")).mode & 0o777).toString(8)).toBe("755");
+      expect(readFileSync(join(tree, "etc/extra"), "utf8")).toBe("extra\n");
+    });
+
+    it("writes the confidential guest's /run line, and the rest of setup_rootfs", () => {
+      expect(readFileSync(join(tree, "etc/fstab"), "utf8")).toBe("proc /proc proc defaults 0 0\ntmpfs /run tmpfs nodev,nosuid,size=50% 0 0\n");
+      expect(readFileSync(join(tree, "etc/chrony/chrony.conf"), "utf8")).toBe("# pool 2.debian.pool.ntp.org iburst\nmakestep 1 3\nrefclock PHC /dev/ptp0 poll 3 dpoll -2 offset 0\n# Step the system clock instead of slewing it if the adjustment is larger than\n# one second, at any time\nmakestep 1 -1\n");
+      expect(readlinkSync(join(tree, "var/tmp"))).toBe("../tmp");
+      expect(sh("ls -A var/lib var/log var/cache 2>&1 || true", tree)).not.toMatch(/dpkg|apt/);
+      expect(statSync(join(tree, "etc/resolv.conf")).size).toBe(0);
+    });
+
+    it("rebuilds only the run step and what follows when its script changes", async () => {
+      const config = readFileSync(join(dir, "osbuild.config.ts"), "utf8").replace("echo guest >", "echo other >");
+      writeFiles(dir, { "osbuild.config.ts": config });
+      const again = await run(dir);
+      expect(statuses(again)).toEqual({ "fetch-base": "cached", run: "built", provision: "built", "install-agent": "built" });
+    });
+  });
+
+  it("refuses to pack a Kata rootfs whose /sbin/init is missing, naming what should make it", async () => {
+    const dir = busyboxProject(`import { defineConfig, fetchBase, installAgent, mkCpio, run } from "osbuild";
+
+export default defineConfig(() => {
+  const agent = installAgent(fetchBase({ directory: "./tree" }), { binary: ${JSON.stringify(AGENT)}, init: "agent" });
+  return { initrd: mkCpio(run(agent, { script: "rm /sbin/init" })) };
+});
+`);
+    const result = await run(dir);
+    expect(result.code).toBe(1);
+    expect(failure(result)).toBe('/sbin/init is not installed in the rootfs: installAgent (init: "agent") or the distro\'s init package (fetchBase with init: "systemd") should have made it');
+  });
+
+  it("cache ls lists step results; prune --older-than 0 empties it; the next build rebuilds", async () => {
+    const dir = busyboxProject(`import { defineConfig, fetchBase, mkCpio } from "osbuild";
+export default defineConfig(() => ({ initrd: mkCpio(fetchBase({ directory: "./tree" })) }));
+`);
+    expect((await run(dir)).code).toBe(0);
+    const cache = join(dir, "cache");
+    const ls = await osbuild(["cache", "ls", "--cache-dir", cache], { cwd: dir });
+    expect(ls.stdout).toMatch(/2 step results, 1 layers \([\d.]+ (KiB|MiB)\), 1 blobs/);
+    expect(ls.stdout).toMatch(/fetch-base \(fetch-base\)/);
+    const prune = await osbuild(["cache", "prune", "--older-than", "0", "--cache-dir", cache], { cwd: dir });
+    expect(prune.code).toBe(0);
+    expect(prune.stdout).toMatch(/removed 2 step result\(s\) unused for 0 days/);
+    expect((await osbuild(["cache", "ls", "--cache-dir", cache], { cwd: dir })).stdout).toMatch(/0 step results, 0 layers/);
+    expect(Object.values(statuses(await run(dir)))).toEqual(["built", "built"]);
+    const all = await osbuild(["cache", "prune", "--all", "--cache-dir", cache], { cwd: dir });
+    expect(all.stdout).toContain(`emptied ${cache}`);
+  });
+});
