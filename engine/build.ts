@@ -85,10 +85,13 @@ export class BuildContext {
   readonly asRoot = process.getuid?.() === 0;
   readonly scope: string;
 
-  constructor(readonly settings: BuildSettings) {
+  constructor(
+    readonly settings: BuildSettings,
+    warn: (message: string) => void = () => undefined,
+  ) {
     this.store = Store.open(settings.cacheDir);
     mkdirSync(join(settings.cacheDir, "memo"), { recursive: true });
-    this.layers = new Layers(this.store, this.asRoot, haveAttrTools());
+    this.layers = new Layers(this.store, this.asRoot, haveAttrTools(), warn);
     this.fingerprints = new Fingerprinter(join(settings.cacheDir, "memo", "fingerprints.json"));
     this.tools = new ToolVersions(join(settings.cacheDir, "memo", "tools.json"));
     this.scope = sha256Hex(resolve(settings.configFile)).slice(0, 16);
@@ -199,7 +202,7 @@ export class Build {
     readonly settings: BuildSettings,
     private readonly emit: EventSink,
   ) {
-    this.context = new BuildContext(settings);
+    this.context = new BuildContext(settings, (message) => this.emit({ type: "warning", message }));
     this.queue = new PQueue({ concurrency: Math.max(1, settings.jobs) });
   }
 

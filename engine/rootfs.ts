@@ -50,6 +50,8 @@ export class Layers {
     readonly store: Store,
     readonly asRoot: boolean,
     private readonly readDiskXattrs: boolean,
+    /** Where to say that a cached tree had to be extracted again. */
+    private readonly warn: (message: string) => void = () => undefined,
   ) {
     this.treesDir = join(store.dir, "trees");
     mkdirSync(this.treesDir, { recursive: true });
@@ -169,7 +171,7 @@ export class Layers {
         touch(target);
         return target;
       }
-      process.emitWarning(`cached tree of ${rootfs.digest} does not match its layers (${problem}); extracting it again`);
+      this.warn(`the cached tree of ${rootfs.digest} does not match its layers (${problem}): extracting it again`);
       await this.discardTree(target);
     }
     const temp = this.store.tempPath("tree");

@@ -32,7 +32,7 @@ const SYSTEMD_PATHS = ["usr/lib/systemd/systemd", "lib/systemd/systemd"];
 
 export const installAgent = defineStep({
   kind: "install-agent",
-  version: 1,
+  version: 2,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["binary", "tarball"],

@@ -17,7 +17,7 @@ export interface OverlayOptions {
 
 export const overlay = defineStep({
   kind: "overlay",
-  version: 1,
+  version: 2,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["from"],

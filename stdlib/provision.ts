@@ -48,7 +48,7 @@ export const PRUNED_FILES = ["systemd-bless-boot-generator", "systemd-fstab-gene
 
 export const provision = defineStep({
   kind: "provision",
-  version: 2,
+  version: 3,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["agentPolicy", "guestHooks", "extraTarballs"],
@@ -76,7 +76,7 @@ export const provision = defineStep({
     mkdirSync(tree.path("var"), { recursive: true });
     symlinkSync("../tmp", tree.path("var/tmp", { followSymlink: false }));
 
-    if (options.chrony ?? true) configureChrony(tree, facts?.distro, ctx.log);
+    if (options.chrony ?? true) configureChrony(tree, ctx.log);
 
     if (options.confidential && options.init === "systemd") {
       const fstab = tree.path("etc/fstab");
@@ -116,19 +116,19 @@ export const provision = defineStep({
 });
 
 /** setup_rootfs's chrony edits: the PTP clock as reference, no network sources. */
-function configureChrony(tree: Tree, distro: string | undefined, log: (message: string) => void): void {
-  const debianFamily = distro === "debian" || distro === "ubuntu";
-  const confPath = debianFamily ? "etc/chrony/chrony.conf" : "etc/chrony.conf";
-  const servicePath = debianFamily ? "lib/systemd/system/chrony.service" : "usr/lib/systemd/system/chronyd.service";
-  const conf = tree.path(confPath);
-  if (!existsSync(conf)) {
-    log(`chrony is not installed (/${confPath} missing): not configured`);
+function configureChrony(tree: Tree, log: (message: string) => void): void {
+  // Debian and Ubuntu keep chrony's files under chrony/ and name the unit chrony; the others chronyd.
+  const confPath = ["etc/chrony/chrony.conf", "etc/chrony.conf"].find((path) => existsSync(tree.path(path)));
+  if (!confPath) {
+    log("chrony is not installed (no /etc/chrony/chrony.conf or /etc/chrony.conf): not configured");
     return;
   }
+  const conf = tree.path(confPath);
   appendFileSync(conf, "refclock PHC /dev/ptp0 poll 3 dpoll -2 offset 0\n# Step the system clock instead of slewing it if the adjustment is larger than\n# one second, at any time\nmakestep 1 -1\n");
   writeFileSync(conf, readFileSync(conf, "utf8").replace(/^(server |pool |peer )/gm, "# $1"));
+  const servicePath = ["lib/systemd/system/chrony.service", "usr/lib/systemd/system/chrony.service", "usr/lib/systemd/system/chronyd.service"].find((path) => existsSync(tree.path(path)));
+  if (!servicePath) return;
   const service = tree.path(servicePath);
-  if (!existsSync(service)) return;
   const edited = readFileSync(service, "utf8")
     .split("\n")
     .flatMap((line) => {

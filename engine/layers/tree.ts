@@ -52,9 +52,18 @@ export class StepTree implements Tree {
 
   chown(path: string, uid: number, gid: number): void {
     const relative = this.layerPath(path);
-    if (this.asRoot) lchownSync(join(this.root, relative), uid, gid);
-    else {
-      lchownSync(join(this.root, relative), process.getuid!(), process.getgid!()); // bumps ctime: marks it changed
+    const host = join(this.root, relative);
+    if (this.asRoot) {
+      // chown clears setuid and setgid (for root too): put the mode back as it was.
+      const mode = lstatSync(host).mode;
+      lchownSync(host, uid, gid);
+      if ((mode & 0o6000) !== 0 && !lstatSync(host).isSymbolicLink()) chmodSync(host, mode & 0o7777);
+    } else {
+      // The owner lives in the layer only; touching the inode (without chown, which would
+      // drop setuid bits) marks it as changed for the diff.
+      const stats = lstatSync(host);
+      if (stats.isSymbolicLink()) lutimesSync(host, stats.atime, stats.mtime);
+      else chmodSync(host, stats.mode & 0o7777);
       this.overrides.owners.set(relative, { uid, gid });
     }
   }

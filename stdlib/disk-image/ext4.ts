@@ -152,7 +152,10 @@ function ownershipScript(entries: readonly FileEntry[], workDir: string): string
     if (entry.type === "hardlink") continue;
     const path = quote(`/${entry.path}`);
     if (entry.type === "char" || entry.type === "block") {
-      lines.push(`rm ${path}`, `mknod ${path} ${entry.type === "char" ? "c" : "b"} ${entry.devMajor ?? 0} ${entry.devMinor ?? 0}`);
+      // debugfs's mknod takes a name in the current directory, not a path.
+      const slash = entry.path.lastIndexOf("/");
+      const name = entry.path.slice(slash + 1);
+      lines.push(`rm ${path}`, `cd ${quote(`/${entry.path.slice(0, Math.max(slash, 0))}`)}`, `mknod ${name} ${entry.type === "char" ? "c" : "b"} ${entry.devMajor ?? 0} ${entry.devMinor ?? 0}`, "cd /");
     }
     lines.push(`sif ${path} uid ${entry.uid}`, `sif ${path} gid ${entry.gid}`);
     if (entry.type !== "symlink") lines.push(`sif ${path} mode 0${(typeMode(entry.type) | entry.mode).toString(8)}`);
