@@ -1,7 +1,7 @@
 // Shared test helpers: temporary projects and running the real `osbuild` command.
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -98,4 +98,23 @@ export function readAt(file: string, offset: number, length: number): Buffer {
     closeSync(fd);
   }
   return buffer;
+}
+
+/**
+ * A rootfs target (an OCI image layout) unpacked as a container runtime would: layers in
+ * order with GNU tar (as root: owners, modes, devices and xattrs as stored), whiteouts applied.
+ */
+export function unpackOciLayout(layout: string): string {
+  const dir = tempDir("layout-tree");
+  const blob = (digest: string): string => join(layout, "blobs/sha256", digest.slice("sha256:".length));
+  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8")) as { manifests: Array<{ digest: string }> };
+  const manifest = JSON.parse(readFileSync(blob(index.manifests[0]!.digest), "utf8")) as { layers: Array<{ digest: string }> };
+  for (const layer of manifest.layers) {
+    for (const line of sh(`tar -tf ${blob(layer.digest)}`).split("\n")) {
+      const match = /^(.*\/)?\.wh\.(.+)$/.exec(line);
+      if (match && match[2] !== ".wh..opq") sh(`rm -rf -- "${join(dir, match[1] ?? "", match[2]!)}"`);
+    }
+    sh(`tar --xattrs --xattrs-include='*' --numeric-owner -xpf ${blob(layer.digest)} -C ${dir} --exclude='*.wh.*'`);
+  }
+  return dir;
 }

@@ -2,12 +2,12 @@
 // tools (cpio, sfdisk, e2fsck), parsed back (DAX header), and booted in QEMU with the
 // machine's Debian kernel until the agent speaks.
 
-import { readFileSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseMbr } from "../../formats/mbr.js";
 import { parsePfnInfoBlock } from "../../formats/pfn.js";
-import { REPO, isRoot, osbuild, readAt, sh, tempDir, writeFiles, type RunResult } from "../helpers.js";
+import { REPO, isRoot, osbuild, readAt, sh, tempDir, writeFiles, type RunResult, unpackOciLayout } from "../helpers.js";
 
 const AGENT = join(REPO, "build/agent/kata-agent");
 const MARKER = "OSBUILD-TEST-AGENT";
@@ -23,23 +23,6 @@ export default defineConfig({
   },
 });
 `;
-
-/** The rootfs as its layers say, unpacked from the OCI layout in order, whiteouts applied. */
-function unpackLayout(layout: string): string {
-  const dir = tempDir("layout-tree");
-  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8")) as { manifests: Array<{ digest: string }> };
-  const blob = (digest: string): string => join(layout, "blobs/sha256", digest.slice("sha256:".length));
-  const manifest = JSON.parse(readFileSync(blob(index.manifests[0]!.digest), "utf8")) as { layers: Array<{ digest: string }> };
-  for (const layer of manifest.layers) {
-    // whiteouts: delete what they name, then unpack the rest (as an OCI runtime does)
-    for (const line of sh(`tar -tf ${blob(layer.digest)}`).split("\n")) {
-      const match = /^(.*\/)?\.wh\.(.+)$/.exec(line);
-      if (match && match[2] !== ".wh..opq") sh(`rm -rf -- "${join(dir, match[1] ?? "", match[2]!)}"`);
-    }
-    sh(`tar --xattrs --xattrs-include='*' --numeric-owner -xpf ${blob(layer.digest)} -C ${dir} --exclude='*.wh.*'`);
-  }
-  return dir;
-}
 
 /** type, mode, owner, size, link target and content hash of every path, one line each. */
 function describe_(root: string): string {
@@ -64,7 +47,7 @@ describe("artifacts of the default config", () => {
     sh(`zcat ${join(project, "out/initrd")} | cpio -idm --quiet --no-absolute-filenames`, fromInitrd);
     const listing = sh(`zcat ${join(project, "out/initrd")} | cpio -t --quiet`).trim().split("\n");
     expect(new Set(listing).size).toBe(listing.length); // every entry once
-    const fromLayers = unpackLayout(join(project, "out/rootfs"));
+    const fromLayers = unpackOciLayout(join(project, "out/rootfs"));
     // directory mtimes are not compared (tar and cpio restore them differently); everything else is
     expect(describe_(fromInitrd)).toBe(describe_(fromLayers));
   });

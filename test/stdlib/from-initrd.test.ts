@@ -8,7 +8,7 @@ import { lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, writeFil
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { encodeNewcHeader, newcTrailer } from "../../formats/cpio.js";
-import { REPO, isRoot, osbuild, sh, statuses, tempDir, writeFiles, type RunResult } from "../helpers.js";
+import { REPO, isRoot, osbuild, sh, statuses, tempDir, writeFiles, type RunResult, unpackOciLayout } from "../helpers.js";
 
 const FROM_INITRD = join(REPO, "dist/stdlib/from-initrd.js");
 const EPOCH = 1735689600;
@@ -84,15 +84,6 @@ function describeTree(root: string): Record<string, string> {
   return result;
 }
 
-/** Unpacks an OCI layout's layers in order with GNU tar (as root: owners, modes and devices as stored). */
-function unpackLayout(layout: string): string {
-  const tree = tempDir("unpacked");
-  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8")) as { manifests: Array<{ digest: string }> };
-  const manifest = JSON.parse(readFileSync(join(layout, "blobs/sha256", index.manifests[0]!.digest.slice(7)), "utf8")) as { layers: Array<{ digest: string }> };
-  for (const layer of manifest.layers) sh(`tar --numeric-owner --same-owner -xpf ${join(layout, "blobs/sha256", layer.digest.slice(7))} -C ${tree}`);
-  return tree;
-}
-
 function failure(result: RunResult, id: string): string {
   return String(result.events.find((event) => event.type === "step" && event.id === id && event.status === "failed")?.error);
 }
@@ -164,26 +155,26 @@ export default defineConfig({
   for (const compression of ["gzip", "zstd", "none"]) {
     it(`gives back the tree mkCpio packed (${compression})`, () => {
       expect(statuses(result)[`unpack-${compression}`]).toBe("built");
-      expect(describeTree(unpackLayout(join(project, "out", compression)))).toEqual(expected);
+      expect(describeTree(unpackOciLayout(join(project, "out", compression)))).toEqual(expected);
     });
   }
 
   it("reads GNU cpio's archives (hardlink data with the last name) behind an early archive", () => {
-    const tree = describeTree(unpackLayout(join(project, "out/early-gzip")));
+    const tree = describeTree(unpackOciLayout(join(project, "out/early-gzip")));
     expect(tree["kernel/x86/microcode/GenuineIntel.bin"]).toMatch(/^file 644 0:0 5 /);
     for (const path of ["kernel", "kernel/x86", "kernel/x86/microcode", "kernel/x86/microcode/GenuineIntel.bin"]) delete tree[path];
     expect(tree).toEqual(expected);
   });
 
   it("reads zstd frames up to their end, then the zero padding and plain archive after them", () => {
-    const tree = describeTree(unpackLayout(join(project, "out/zstd-padded")));
+    const tree = describeTree(unpackOciLayout(join(project, "out/zstd-padded")));
     expect(tree["etc/after-zstd"]).toMatch(/^file 644 0:0 5 /);
     delete tree["etc/after-zstd"];
     expect(tree).toEqual(expected);
   });
 
   it("reads xz", () => {
-    expect(describeTree(unpackLayout(join(project, "out/xz")))).toEqual(expected);
+    expect(describeTree(unpackOciLayout(join(project, "out/xz")))).toEqual(expected);
   });
 
   it("refuses entries whose names leave the tree, naming them", async () => {

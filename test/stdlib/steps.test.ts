@@ -5,7 +5,7 @@
 import { copyFileSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { REPO, isRoot, osbuild, sh, statuses, tempDir, writeFiles, type RunResult } from "../helpers.js";
+import { REPO, isRoot, osbuild, sh, statuses, tempDir, writeFiles, type RunResult, unpackOciLayout } from "../helpers.js";
 
 const AGENT = join(REPO, "build/agent/kata-agent");
 
@@ -33,22 +33,6 @@ function busyboxProject(config: string): string {
 const run = (dir: string, args: string[] = []): Promise<RunResult> => osbuild(["run", "--json", "--cache-dir", join(dir, "cache"), ...args], { cwd: dir });
 const failure = (result: RunResult): string => String(result.events.find((event) => event.type === "step" && event.status === "failed")?.error);
 
-/** The rootfs target unpacked from its OCI layout, whiteouts applied. */
-function unpack(layout: string): string {
-  const dir = tempDir("unpacked");
-  const blob = (digest: string): string => join(layout, "blobs/sha256", digest.slice("sha256:".length));
-  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8")) as { manifests: Array<{ digest: string }> };
-  const manifest = JSON.parse(readFileSync(blob(index.manifests[0]!.digest), "utf8")) as { layers: Array<{ digest: string }> };
-  for (const layer of manifest.layers) {
-    for (const line of sh(`tar -tf ${blob(layer.digest)}`).split("\n")) {
-      const match = /^(.*\/)?\.wh\.(.+)$/.exec(line);
-      if (match && match[2] !== ".wh..opq") sh(`rm -rf -- "${join(dir, match[1] ?? "", match[2]!)}"`);
-    }
-    sh(`tar --numeric-owner -xpf ${blob(layer.digest)} -C ${dir} --exclude='*.wh.*'`);
-  }
-  return dir;
-}
-
 describe("steps on a small rootfs", () => {
   describe("run, the agent tarball and provision's options", () => {
     let dir: string;
@@ -69,7 +53,7 @@ export default defineConfig({
 `);
       result = await run(dir);
       if (result.code !== 0) throw new Error(`build failed:\n${result.stdout}\n${result.stderr}`);
-      tree = unpack(join(dir, "out/rootfs"));
+      tree = unpackOciLayout(join(dir, "out/rootfs"));
     }, 300_000);
 
     it("runs commands inside the rootfs, as root there", () => {
