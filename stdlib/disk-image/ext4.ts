@@ -24,7 +24,7 @@ export interface Ext4Plan {
  * symlinks, the inode table, the journal, group metadata and reserved blocks, computed from
  * the layer metadata (no trial filesystems).
  */
-export function planExt4(entries: readonly FileEntry[], options: { extraFreeMiB: number; reservedPercent: number; blockSize?: number }): Ext4Plan {
+export function planExt4(entries: readonly FileEntry[], options: { extraFreeMiB: number; reservedPercent: number; blockSize?: number; journal?: boolean }): Ext4Plan {
   const blockSize = options.blockSize ?? BLOCK;
   const blocksFor = (bytes: number): number => Math.ceil(bytes / blockSize);
   let dataBlocks = 0;
@@ -47,7 +47,7 @@ export function planExt4(entries: readonly FileEntry[], options: { extraFreeMiB:
   // Room for the files written at run time needs inodes too (one per 16 KiB, mke2fs's default ratio).
   inodes = Math.ceil(inodes * 1.05) + Math.ceil((options.extraFreeMiB * 1024 * 1024) / 16384) + 64;
   const inodeBlocks = blocksFor(inodes * INODE_SIZE);
-  const journalMiB = dataBlocks * blockSize < 512 * 1024 * 1024 ? 8 : 32;
+  const journalMiB = options.journal === false ? 0 : dataBlocks * blockSize < 512 * 1024 * 1024 ? 8 : 32;
   const content = dataBlocks + extraBlocks + inodeBlocks + blocksFor(journalMiB * 1024 * 1024);
   // Per 128 MiB group: superblock/GDT backups, bitmaps, flex_bg padding; plus reserved blocks.
   const withMetadata = content * 1.03 + 1024;
@@ -71,7 +71,7 @@ export async function makeExt4(
   layout: { offset: number; bytes: number },
   tree: string,
   entries: readonly FileEntry[],
-  options: { plan: Ext4Plan; identity: Ext4Identity; reservedPercent: number; label?: string; asRoot: boolean; workDir: string; blockSize?: number },
+  options: { plan: Ext4Plan; identity: Ext4Identity; reservedPercent: number; label?: string; asRoot: boolean; workDir: string; blockSize?: number; journal?: boolean; metadataChecksums?: boolean },
 ): Promise<void> {
   const blockSize = options.blockSize ?? BLOCK;
   const config = join(options.workDir, "mke2fs.conf");
@@ -93,8 +93,8 @@ export async function makeExt4(
       String(options.plan.inodes),
       "-m",
       String(options.reservedPercent),
-      "-J",
-      `size=${options.plan.journalMiB}`,
+      ...(options.journal === false ? ["-O", "^has_journal"] : ["-J", `size=${options.plan.journalMiB}`]),
+      ...(options.metadataChecksums === false ? ["-O", "^metadata_csum"] : []),
       "-U",
       options.identity.uuid,
       "-E",
