@@ -4,7 +4,7 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import { TarParser } from "../formats/tar.js";
 import { CorruptContentError } from "./errors.js";
-import { hashFileSync, type Store } from "./store.js";
+import { hashFile, type Store } from "./store.js";
 import type { Digest } from "./key.js";
 import type { MergedFile, MergedView } from "./layers/merge.js";
 import { toFileEntry } from "./layers/toc.js";
@@ -147,7 +147,7 @@ export class BlobInputImpl implements BlobInput {
     if (!this.verified) {
       let actual: string;
       try {
-        actual = hashFileSync(path);
+        actual = await hashFile(path);
       } catch {
         throw new CorruptContentError(this.digest as Digest, "missing");
       }

@@ -9,7 +9,7 @@ import { MEDIA_TYPES, OCI_LAYOUT, imageConfig, imageIndex, imageManifest, type D
 import type { BuildContext, StoredArtifact } from "./build.js";
 import type { EventSink } from "./events.js";
 import { CorruptContentError } from "./errors.js";
-import { hashFileSync, hexOf, ownedName, replaceFileSync } from "./store.js";
+import { hashFile, hexOf, ownedName, replaceFileSync } from "./store.js";
 
 interface OutputState {
   digest: string;
@@ -84,12 +84,10 @@ async function copyOut(context: BuildContext, digest: StoredArtifact["digest"], 
 
 const SPARSE_BLOCK = 64 * 1024;
 
+const ZEROS = Buffer.alloc(SPARSE_BLOCK);
+
 function isAllZero(bytes: Buffer): boolean {
-  // Compare 8 bytes at a time where the buffer allows it.
-  const words = Math.floor(bytes.length / 8);
-  for (let i = 0; i < words; i++) if (bytes.readBigUInt64LE(i * 8) !== 0n) return false;
-  for (let i = words * 8; i < bytes.length; i++) if (bytes[i] !== 0) return false;
-  return true;
+  return bytes.equals(bytes.length === SPARSE_BLOCK ? ZEROS : ZEROS.subarray(0, bytes.length));
 }
 
 async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"], path: string, fresh: boolean): Promise<void> {
@@ -110,7 +108,7 @@ async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"]
  */
 async function linkOrCopy(context: BuildContext, digest: StoredArtifact["digest"], target: string): Promise<void> {
   const source = context.store.contentPath(digest);
-  if (hashFileSync(source) !== digest) throw new CorruptContentError(digest, "changed in the store");
+  if ((await hashFile(source)) !== digest) throw new CorruptContentError(digest, "changed in the store");
   try {
     linkSync(source, target);
   } catch {

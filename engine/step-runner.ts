@@ -16,7 +16,7 @@ import { emptyOverrides, type TreeOverrides } from "./layers/diff.js";
 import { StepTree } from "./layers/tree.js";
 import { BlobInputImpl, RootfsInputImpl } from "./inputs.js";
 import { EMPTY_ROOTFS, rootfsOf, type LayerRef, type RootfsValue } from "./rootfs.js";
-import { hashFileSync, ownedName } from "./store.js";
+import { hashFile, ownedName } from "./store.js";
 import { machineArch } from "./config/load.js";
 import type { BlobInput, ExecOptions, ExecResult, RootfsInput, Tree } from "./types.js";
 
@@ -167,7 +167,7 @@ export class StepRunner {
     const found = await store.lookup(indexKey);
     if (found && store.hasContent(found.digest)) {
       const path = store.contentPath(found.digest);
-      if (hashFileSync(path) === found.digest) return path;
+      if ((await hashFile(path)) === found.digest) return path;
       await store.removeContent(found.digest);
     }
     const temp = store.tempPath("part");
