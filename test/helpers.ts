@@ -1,7 +1,7 @@
 // Shared test helpers: temporary projects and running the real `osbuild` command.
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -89,16 +89,7 @@ export function sh(command: string, cwd?: string): string {
 export const isRoot = process.getuid?.() === 0;
 
 /** `length` bytes of `file` at `offset`. */
-export function readAt(file: string, offset: number, length: number): Buffer {
-  const buffer = Buffer.alloc(length);
-  const fd = openSync(file, "r");
-  try {
-    readSync(fd, buffer, 0, length, offset);
-  } finally {
-    closeSync(fd);
-  }
-  return buffer;
-}
+export { readAt } from "../stdlib/reproducibility/compare.js";
 
 /**
  * A rootfs target (an OCI image layout) unpacked as a container runtime would: layers in

@@ -14,7 +14,18 @@ export const DEBIAN_FAMILY_PACKAGES = {
 /** What osbuilder's ubuntu rootfs_lib.sh deletes right after mmdebstrap. */
 export const DEBIAN_FAMILY_PRUNE = ["bash-completion", "bug", "doc", "info", "lintian", "locale", "man", "menu", "misc", "pixmaps", "terminfo", "zsh"].map((name) => `usr/share/${name}`);
 
+/** What Debian and Ubuntu share: arches, packages, init, pruning and the dpkg database. */
+export const DEBIAN_FAMILY = {
+  architectures: ["x86_64", "aarch64", "ppc64le", "s390x"],
+  archName: (arch: Arch) => DEBIAN_ARCHES[arch],
+  packages: DEBIAN_FAMILY_PACKAGES,
+  initProcess: "systemd",
+  prunePaths: DEBIAN_FAMILY_PRUNE,
+  packageDatabase: { path: "var/lib/dpkg/status", parse: parseDpkgStatus },
+} as const satisfies Partial<Distro>;
+
 export const debian: Distro = {
+  ...DEBIAN_FAMILY,
   name: "debian",
   prettyName: "debian",
   releases: {
@@ -30,16 +41,10 @@ export const debian: Distro = {
     "13": "13",
   },
   defaultRelease: "bookworm",
-  architectures: ["x86_64", "aarch64", "ppc64le", "s390x"],
-  archName: (arch) => DEBIAN_ARCHES[arch],
-  packages: DEBIAN_FAMILY_PACKAGES,
-  initProcess: "systemd",
   bootstrap: {
     kind: "mmdebstrap",
     variant: "required",
     defaultMirror: () => "http://deb.debian.org/debian",
     components: ["main"],
   },
-  prunePaths: DEBIAN_FAMILY_PRUNE,
-  packageDatabase: { path: "var/lib/dpkg/status", parse: parseDpkgStatus },
 };

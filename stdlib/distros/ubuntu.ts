@@ -1,9 +1,10 @@
 // Ubuntu: osbuilder's ubuntu/config.sh and rootfs_lib.sh.
 
-import { type Distro, parseDpkgStatus } from "./types.js";
-import { DEBIAN_ARCHES, DEBIAN_FAMILY_PACKAGES, DEBIAN_FAMILY_PRUNE } from "./debian.js";
+import type { Distro } from "./types.js";
+import { DEBIAN_FAMILY } from "./debian.js";
 
 export const ubuntu: Distro = {
+  ...DEBIAN_FAMILY,
   name: "ubuntu",
   prettyName: "ubuntu",
   releases: {
@@ -19,10 +20,6 @@ export const ubuntu: Distro = {
     "26.04": "26.04",
   },
   defaultRelease: "noble",
-  architectures: ["x86_64", "aarch64", "ppc64le", "s390x"],
-  archName: (arch) => DEBIAN_ARCHES[arch],
-  packages: DEBIAN_FAMILY_PACKAGES,
-  initProcess: "systemd",
   bootstrap: {
     kind: "mmdebstrap",
     variant: "required",
@@ -31,6 +28,4 @@ export const ubuntu: Distro = {
     components: ["main"],
     keyring: "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
   },
-  prunePaths: DEBIAN_FAMILY_PRUNE,
-  packageDatabase: { path: "var/lib/dpkg/status", parse: parseDpkgStatus },
 };

@@ -204,7 +204,8 @@ async function tarEntries(file: string): Promise<EntrySummary[]> {
 
 // ---------------------------------------------------------------------------
 
-function readAt(file: string, offset: number, length: number): Buffer {
+/** `length` bytes of `file` at `offset`. */
+export function readAt(file: string, offset: number, length: number): Buffer {
   const buffer = Buffer.alloc(length);
   const fd = openSync(file, "r");
   try {
