@@ -78,10 +78,9 @@ export async function buildDiskImage(ctx: BlobStepContext<readonly ["rootfs"]>, 
     const problem = await checkBootable(rootfs);
     if (problem) ctx.fail(problem);
   }
-  const entries = await rootfs.entries();
+  const [entries, tree] = await Promise.all([rootfs.entries(), rootfs.materialize()]);
   const fsType = options.fsType ?? "ext4";
   const ids = identities(rootfs.digest, options);
-  const tree = await rootfs.materialize();
   const workDir = await ctx.tempDir();
   const asRoot = process.getuid?.() === 0;
   const extraFreeMiB = options.extraFreeMiB ?? 0;
