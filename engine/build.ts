@@ -9,7 +9,7 @@ import { CorruptContentError, StepError, StepFailure, errorMessage, formatLocati
 import type { EventSink, StepStatus } from "./events.js";
 import type { BuildGraph, PlannedStep } from "./graph.js";
 import { KEY_SCHEMA, cacheKeyOf, sha256Hex, type CacheKey, type Digest, type Json, type Preimage } from "./key.js";
-import { Fingerprinter, type Fingerprint } from "./fingerprint.js";
+import { Fingerprinter, type DirectoryListing, type Fingerprint } from "./fingerprint.js";
 import { UnsafeArchiveError } from "./layers/import.js";
 import { Layers, type LayerRef } from "./rootfs.js";
 import { StepRunner } from "./step-runner.js";
@@ -39,6 +39,8 @@ export interface HistoryRecord {
   inputSteps: string[];
   /** Host paths as the user wrote them, for explain. */
   hostPaths: Record<string, string | string[]>;
+  /** The files of each host directory (by the path as written), so explain can name what changed. */
+  listings?: Record<string, DirectoryListing>;
 }
 
 export interface BuildSettings {
@@ -74,6 +76,7 @@ export interface PreparedStep {
   optionsForKey: Json;
   tools: Record<string, string>;
   hostPaths: Record<string, string | string[]>;
+  listings: Record<string, DirectoryListing>;
 }
 
 /** Everything a build shares: the store, layer handling, memos. */
@@ -114,13 +117,17 @@ export class BuildContext {
     const options: Record<string, unknown> = { ...step.node.options };
     const optionsForKey: Record<string, unknown> = { ...step.node.options };
     const hostPaths: Record<string, string | string[]> = {};
+    const listings: Record<string, DirectoryListing> = {};
     for (const name of spec.hostPaths ?? []) {
       const value = options[name];
       if (value === undefined) continue;
       const fingerprintOf = (path: string): Fingerprint => {
         const absolute = resolve(configDir, path);
         try {
-          return this.fingerprints.fingerprint(absolute);
+          const fingerprint = this.fingerprints.fingerprint(absolute);
+          const listing = fingerprint.type === "dir" ? this.fingerprints.listingOf(absolute) : undefined;
+          if (listing) listings[path] = listing;
+          return fingerprint;
         } catch (error) {
           const missing = (error as NodeJS.ErrnoException).code === "ENOENT";
           throw new StepError(
@@ -150,7 +157,7 @@ export class BuildContext {
         throw error;
       }
     }
-    return { step, options, optionsForKey: JSON.parse(JSON.stringify(optionsForKey)) as Json, tools, hostPaths };
+    return { step, options, optionsForKey: JSON.parse(JSON.stringify(optionsForKey)) as Json, tools, hostPaths, listings };
   }
 
   preimageOf(prepared: PreparedStep, inputs: readonly StoredArtifact[]): Preimage {
@@ -291,7 +298,7 @@ export class Build {
     const started = performance.now();
     const preimage = this.context.preimageOf(prepared, inputs);
     const key = cacheKeyOf(preimage);
-    const history: HistoryRecord = { key, preimage, inputSteps: step.inputs.map((edge) => edge.from), hostPaths: prepared.hostPaths };
+    const history: HistoryRecord = { key, preimage, inputSteps: step.inputs.map((edge) => edge.from), hostPaths: prepared.hostPaths, listings: prepared.listings };
     try {
       const cached = await this.context.lookupAction(key, { touch: true });
       if (cached) {

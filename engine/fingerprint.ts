@@ -15,6 +15,16 @@ export interface Fingerprint {
   mode?: number;
 }
 
+/**
+ * A directory's files as its fingerprint saw them: relative path → type, mode, owners and
+ * content hash (or link target). Kept beside a build's key so that explain can name the files
+ * that changed; never part of a key.
+ */
+export type DirectoryListing = Record<string, string>;
+
+/** Directories with more entries than this are fingerprinted but not listed. */
+const LISTING_LIMIT = 50_000;
+
 interface MemoEntry {
   stat: string;
   sha256: string;
@@ -25,6 +35,7 @@ const MEMO_LIMIT = 200_000;
 export class Fingerprinter {
   private readonly memo = new Map<string, MemoEntry>();
   private readonly used = new Set<string>();
+  private readonly listings = new Map<string, DirectoryListing | undefined>();
   private dirty = false;
 
   constructor(private readonly memoFile: string) {
@@ -57,8 +68,20 @@ export class Fingerprinter {
     return sha256;
   }
 
+  /** The listing of a directory fingerprinted in this run; undefined when it was too large. */
+  listingOf(path: string): DirectoryListing | undefined {
+    return this.listings.get(path);
+  }
+
   private hashDirectory(root: string): string {
     const hash = createHash("sha256");
+    let listing: DirectoryListing | undefined = {};
+    let listed = 0;
+    const add = (type: string, path: string, details: string): void => {
+      hash.update(`${type} ${path} ${details}\n`);
+      if (listing && ++listed > LISTING_LIMIT) listing = undefined;
+      if (listing) listing[path] = `${type} ${details}`;
+    };
     const visit = (relative: string): void => {
       const names = readdirSync(relative === "" ? root : join(root, relative)).sort();
       for (const name of names) {
@@ -67,14 +90,15 @@ export class Fingerprinter {
         const stats = lstatSync(full);
         const meta = `${(stats.mode & 0o7777).toString(8)} ${stats.uid}:${stats.gid}`;
         if (stats.isDirectory()) {
-          hash.update(`d ${path} ${meta}\n`);
+          add("d", path, meta);
           visit(path);
-        } else if (stats.isFile()) hash.update(`f ${path} ${meta} ${this.hashFile(full, stats)}\n`);
-        else if (stats.isSymbolicLink()) hash.update(`l ${path} ${meta} ${readlinkSync(full)}\n`);
-        else hash.update(`s ${path} ${meta} ${stats.mode >>> 12} ${stats.rdev}\n`);
+        } else if (stats.isFile()) add("f", path, `${meta} ${this.hashFile(full, stats)}`);
+        else if (stats.isSymbolicLink()) add("l", path, `${meta} ${readlinkSync(full)}`);
+        else add("s", path, `${meta} ${stats.mode >>> 12} ${stats.rdev}`);
       }
     };
     visit("");
+    this.listings.set(root, listing);
     return hash.digest("hex");
   }
 

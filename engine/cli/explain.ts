@@ -1,7 +1,8 @@
 // `osbuild explain STEP`: is the step cached, and if not, what changed since it was last
 // built: an option, a host file's content, an input artifact, a tool, the step's version.
 
-import { BuildContext, type BuildSettings, type HistoryRecord, type StoredArtifact } from "../build.js";
+import { BuildContext, type BuildSettings, type HistoryRecord, type PreparedStep, type StoredArtifact } from "../build.js";
+import type { DirectoryListing } from "../fingerprint.js";
 import type { LoadedConfig } from "../config/load.js";
 import { ConfigError, StepError, formatLocation } from "../errors.js";
 import { cacheKeyOf, diffJson, type CacheKey } from "../key.js";
@@ -65,7 +66,7 @@ export async function explainStep(config: LoadedConfig, requested: string, setti
     const previous = history.value;
     out(`  last built with key ${previous.key.slice(0, 16)}…; what changed since:`);
     const changes = diffJson(previous.preimage, preimage);
-    for (const change of changes) out(`    ${describeChange(change, previous, prepared.hostPaths, step.inputs.map((edge) => edge.from))}`);
+    for (const change of changes) out(`    ${describeChange(change, previous, prepared, step.inputs.map((edge) => edge.from))}`);
     if (changes.length === 0) out("    nothing in the key: its cache entry was removed (pruned or found corrupted)");
     return 0;
   }
@@ -75,14 +76,21 @@ export async function explainStep(config: LoadedConfig, requested: string, setti
 function describeChange(
   change: { path: string; before: unknown; after: unknown },
   previous: HistoryRecord,
-  hostPaths: Record<string, string | string[]>,
+  current: Pick<PreparedStep, "hostPaths" | "listings">,
   inputSteps: string[],
 ): string {
+  const hostPaths = current.hostPaths;
   const show = (value: unknown): string => (value === undefined || value === null ? "(none)" : JSON.stringify(value));
   const option = /^options\.([^.[]+)/.exec(change.path);
   if (option && option[1]! in hostPaths) {
-    const path = hostPaths[option[1]!];
-    return `option ${option[1]} (${Array.isArray(path) ? path.join(", ") : path}): content changed (${change.path.replace(/^options\./, "")}: ${short(change.before)} → ${short(change.after)})`;
+    const value = hostPaths[option[1]!]!;
+    // Which path of the option: options.NAME, or options.NAME[i] for a list.
+    const index = /^options\.[^.[]+\[(\d+)\]/.exec(change.path)?.[1];
+    const path = Array.isArray(value) ? (index === undefined ? value.join(", ") : value[Number(index)]!) : value;
+    const before = previous.listings?.[path];
+    const after = current.listings[path];
+    const files = before && after ? listingChanges(before, after) : undefined;
+    return `option ${option[1]} (${path}): content changed${files ? `: ${files}` : ` (${change.path.replace(/^options\./, "")}: ${short(change.before)} → ${short(change.after)})`}`;
   }
   if (option) return `option ${change.path.replace(/^options\./, "")}: ${show(change.before)} → ${show(change.after)}`;
   const input = /^inputs\[(\d+)\]/.exec(change.path);
@@ -94,6 +102,25 @@ function describeChange(
   if (change.path.startsWith("tools")) return `tool ${change.path.replace(/^tools\.?/, "")}: ${show(change.before)} → ${show(change.after)}`;
   if (change.path === "version") return `step version: ${show(change.before)} → ${show(change.after)} (the step's behaviour changed)`;
   return `${change.path}: ${show(change.before)} → ${show(change.after)}`;
+}
+
+/** "changed etc/a.conf; added etc/b.conf" — at most a few names of each kind. */
+function listingChanges(before: DirectoryListing, after: DirectoryListing): string | undefined {
+  const changed: string[] = [];
+  const added: string[] = [];
+  const removed: string[] = [];
+  for (const [path, entry] of Object.entries(after)) {
+    if (!(path in before)) added.push(path);
+    else if (before[path] !== entry) changed.push(path);
+  }
+  for (const path of Object.keys(before)) if (!(path in after)) removed.push(path);
+  const names = (label: string, paths: string[]): string | undefined => {
+    if (paths.length === 0) return undefined;
+    const shown = paths.sort().slice(0, 5).join(", ");
+    return `${label} ${shown}${paths.length > 5 ? ` and ${paths.length - 5} more` : ""}`;
+  };
+  const parts = [names("changed", changed), names("added", added), names("removed", removed)].filter((part): part is string => part !== undefined);
+  return parts.length > 0 ? parts.join("; ") : undefined;
 }
 
 function short(value: unknown): string {

@@ -2,7 +2,7 @@
 // and the --json event contract.
 
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { canonicalJson, cacheKeyOf, diffJson, type Preimage } from "../../engine/key.js";
@@ -117,7 +117,11 @@ export default defineConfig(() => ({ rootfs: greet(fetchBase({ directory: "./bas
     await osbuild(args(dir), { cwd: dir });
     writeFileSync(join(dir, "a/etc/a.conf"), "changed\n");
     const overlayA = await osbuild(["explain", "overlay-a", "--cache-dir", join(dir, "cache")], { cwd: dir });
-    expect(overlayA.stdout).toContain("option from (./a): content changed");
+    expect(overlayA.stdout).toContain("option from (./a): content changed: changed etc/a.conf\n");
+    writeFileSync(join(dir, "a/etc/new.conf"), "new\n");
+    rmSync(join(dir, "a/etc/a.conf"));
+    const again = await osbuild(["explain", "overlay-a", "--cache-dir", join(dir, "cache")], { cwd: dir });
+    expect(again.stdout).toContain("option from (./a): content changed: added etc/new.conf; removed etc/a.conf\n");
     const overlayB = await osbuild(["explain", "overlay-b", "--cache-dir", join(dir, "cache")], { cwd: dir });
     expect(overlayB.stdout).toContain("its input from 'overlay-a' will be built first");
   });
