@@ -2,7 +2,7 @@
 // or the distro's OCI image plus its package manager), from any OCI image, or from a
 // directory or tar archive on the host.
 
-import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { defineStep, type Arch, type RootfsStepContext, type Tree } from "../engine/index.js";
 import { mirrorLinesFromHost, readHostAptSources } from "./bootstrap/apt-sources.js";
@@ -65,7 +65,7 @@ export type FetchBaseOptions = DistroBase | ImageBase | DirectoryBase | TarballB
 
 export const fetchBase = defineStep({
   kind: "fetch-base",
-  version: 3,
+  version: 4,
   inputs: [],
   output: "rootfs",
   hostPaths: ["directory", "tarball"],
@@ -167,19 +167,15 @@ async function mmdebstrap(
       finishBase(tree, distro, facts);
       return;
     }
-    // Without root: a tar made inside a user namespace (needs /etc/subuid), cleaned by hooks.
-    const work = await ctx.tempDir();
-    const factsFile = join(work, "base.json");
-    writeFileSync(factsFile, `${JSON.stringify(facts, null, 2)}\n`);
-    const prune = distro.prunePaths.map((path) => `"$1/${path}"`).join(" ");
-    const hooks = [
-      `--customize-hook=rm -rf "$1/var/run" && ln -s /run "$1/var/run"`,
-      `--customize-hook=rm -rf ${prune}`,
-      `--customize-hook=mkdir -p "$1/${dirnameOf(BASE_FACTS_PATH)}" && cp ${factsFile} "$1/${BASE_FACTS_PATH}"`,
-    ];
-    const tarball = join(work, "base.tar");
-    await ctx.exec("mmdebstrap", [...args, ...hooks, "--format=tar", release, tarball, ...mirrors], { env, stdout: "log" });
-    await ctx.appendLayer(tarball);
+    // Without root: a tar made inside a user namespace (needs /etc/subuid), unpacked into the
+    // step's tree (owners and devices kept as metadata) and finished as above, so that both
+    // ways give the same layer.
+    const tarball = join(await ctx.tempDir(), "base.tar");
+    await ctx.exec("mmdebstrap", [...args, "--format=tar", release, tarball, ...mirrors], { env, stdout: "log" });
+    const tree = await ctx.tree();
+    await tree.extract(tarball);
+    rmSync(tarball);
+    finishBase(tree, distro, facts);
   } catch (error) {
     explainAptFailure(ctx, error, mirrors, release, packages);
   }
@@ -193,6 +189,7 @@ function finishBase(tree: Tree, distro: Distro, facts: BaseFacts): void {
     rmSync(varRun, { recursive: true, force: true });
     symlinkSync("/run", varRun);
     makeDevices(tree);
+    sandboxedAptOwners(tree);
   }
   const factsPath = tree.path(BASE_FACTS_PATH);
   mkdirSync(join(factsPath, ".."), { recursive: true });
@@ -204,6 +201,25 @@ function finishBase(tree: Tree, distro: Distro, facts: BaseFacts): void {
  * MAKEDEV's modes and groups (MAKEDEV's "null" alone also makes ~200 mem, ram and loop nodes
  * that a Kata guest never opens; they are left out).
  */
+/**
+ * apt gives its download directories to its sandbox user _apt, but only when that user can
+ * reach the target directory: as root into a private cache directory it cannot, and the
+ * owners would depend on where the cache lives. Set them as apt does when it can.
+ */
+function sandboxedAptOwners(tree: Tree): void {
+  let passwd: string;
+  try {
+    passwd = readFileSync(tree.path("etc/passwd"), "utf8");
+  } catch {
+    return;
+  }
+  const aptUid = /^_apt:[^:]*:(\d+):/m.exec(passwd)?.[1];
+  if (aptUid === undefined) return;
+  for (const dir of ["var/cache/apt/archives/partial", "var/lib/apt/lists/partial"]) {
+    if (existsSync(tree.path(dir, { followSymlink: false }))) tree.chown(dir, Number(aptUid), 0);
+  }
+}
+
 function makeDevices(tree: Tree): void {
   mkdirSync(tree.path("dev"), { recursive: true });
   const nodes: Array<[string, number, number, number, number]> = [
@@ -263,8 +279,4 @@ async function appendImage(ctx: RootfsStepContext<readonly []>, image: string): 
     await ctx.appendLayer(layer.path);
     rmSync(layer.path, { force: true });
   }
-}
-
-function dirnameOf(path: string): string {
-  return path.slice(0, path.lastIndexOf("/"));
 }

@@ -32,7 +32,7 @@ const SYSTEMD_PATHS = ["usr/lib/systemd/systemd", "lib/systemd/systemd"];
 
 export const installAgent = defineStep({
   kind: "install-agent",
-  version: 2,
+  version: 3,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["binary", "tarball"],

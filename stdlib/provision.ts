@@ -48,7 +48,7 @@ export const PRUNED_FILES = ["systemd-bless-boot-generator", "systemd-fstab-gene
 
 export const provision = defineStep({
   kind: "provision",
-  version: 3,
+  version: 4,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["agentPolicy", "guestHooks", "extraTarballs"],

@@ -41,7 +41,12 @@ export interface RunResult {
 export interface RunOptions {
   cwd: string;
   env?: Record<string, string>;
+  /** Run as this unprivileged uid (and its gid), with no capabilities and HOME=cwd. */
+  asUser?: number;
 }
+
+/** The unprivileged user the tests build as. */
+export const NOBODY = 65534;
 
 export function osbuild(args: string[], options: RunOptions): Promise<RunResult> {
   return new Promise((resolve, reject) => {
@@ -56,7 +61,12 @@ export function osbuild(args: string[], options: RunOptions): Promise<RunResult>
 }
 
 export function startOsbuild(args: string[], options: RunOptions): ChildProcess {
-  return spawn(process.execPath, [OSBUILD, ...args], { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ["ignore", "pipe", "pipe"] });
+  const env = { ...process.env, ...options.env };
+  const stdio = ["ignore", "pipe", "pipe"] as const;
+  if (options.asUser === undefined) return spawn(process.execPath, [OSBUILD, ...args], { cwd: options.cwd, env, stdio: [...stdio] });
+  const user = String(options.asUser);
+  const privileges = [`--reuid=${user}`, `--regid=${user}`, "--clear-groups", "--inh-caps=-all"];
+  return spawn("setpriv", [...privileges, process.execPath, OSBUILD, ...args], { cwd: options.cwd, env: { ...env, HOME: options.cwd }, stdio: [...stdio] });
 }
 
 function parseEvents(stdout: string): RunResult["events"] {

@@ -1,6 +1,6 @@
 // The mutable tree a rootfs-producing step works on, and path resolution that never leaves it.
 
-import { chmodSync, closeSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, readlinkSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { TarParser, type TarHeader } from "../../formats/tar.js";
 import type { Tree } from "../types.js";
@@ -94,6 +94,8 @@ export class StepTree implements Tree {
   async extract(archive: string, options?: { to?: string }): Promise<void> {
     const base = treeRelative(options?.to ?? "/");
     let current: { fd: number; header: TarHeader; path: string } | undefined;
+    // Directory times are set once everything is in: adding entries changes them.
+    const directoryTimes: Array<{ path: string; mtime: number }> = [];
     const finish = (header: TarHeader, path: string): void => {
       this.chown(path, header.uid, header.gid);
       if (header.xattrs) for (const [name, value] of Object.entries(header.xattrs)) this.setXattr(path, name, value);
@@ -120,6 +122,7 @@ export class StepTree implements Tree {
           }
           chmodSync(resolved, header.mode);
           finish(header, path);
+          directoryTimes.push({ path: resolved, mtime: header.mtime });
           return;
         }
         mkdirSync(parent, { recursive: true });
@@ -161,6 +164,7 @@ export class StepTree implements Tree {
     } finally {
       if (current) closeSync(current.fd);
     }
+    for (const { path, mtime } of directoryTimes) utimesSync(path, mtime, mtime);
   }
 
   private closeExtracted(file: { fd: number; header: TarHeader; path: string }, finish: (header: TarHeader, path: string) => void): void {
@@ -168,6 +172,7 @@ export class StepTree implements Tree {
     const host = this.path(file.path, { followSymlink: false });
     chmodSync(host, file.header.mode);
     finish(file.header, file.path);
+    utimesSync(host, file.header.mtime, file.header.mtime);
   }
 }
 

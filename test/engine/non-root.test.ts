@@ -2,13 +2,10 @@
 // initrd as a root build, and a disk image with the owners, modes and device nodes the
 // layers say (on disk, without root, the tree can hold none of them).
 
-import { spawn } from "node:child_process";
 import { chmodSync, cpSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { OSBUILD, REPO, isRoot, osbuild, sh, tempDir, writeFiles, type RunResult } from "../helpers.js";
-
-const NOBODY = 65534;
+import { NOBODY, REPO, isRoot, osbuild, sh, tempDir, writeFiles } from "../helpers.js";
 
 const CONFIG = `import { chmodSync, writeFileSync } from "node:fs";
 import { defineConfig, defineStep, fetchBase, installAgent, mkCpio, mkExt4 } from "osbuild";
@@ -48,23 +45,6 @@ function project(owner: number): string {
   return dir;
 }
 
-/** Runs osbuild as `nobody`, with no capabilities. */
-function asNobody(args: string[], cwd: string): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("setpriv", [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--inh-caps=-all", process.execPath, OSBUILD, ...args], {
-      cwd,
-      env: { ...process.env, HOME: cwd },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr, events: [] }));
-  });
-}
-
 describe.runIf(isRoot)("without root", () => {
   it("builds the same layers and initrd as root, and an image with the layers' owners and devices", async () => {
     // The same tree: owned by root for the root build, by nobody for nobody's.
@@ -72,7 +52,7 @@ describe.runIf(isRoot)("without root", () => {
     const unprivileged = project(NOBODY);
     const rootBuild = await osbuild(["run", "--cache-dir", join(asRoot, "cache")], { cwd: asRoot });
     expect(rootBuild.code, rootBuild.stderr).toBe(0);
-    const build = await asNobody(["run", "--cache-dir", join(unprivileged, "cache")], unprivileged);
+    const build = await osbuild(["run", "--cache-dir", join(unprivileged, "cache")], { cwd: unprivileged, asUser: NOBODY });
     expect(build.code, build.stderr + build.stdout).toBe(0);
 
     expect(sh("cat out/rootfs/index.json", unprivileged)).toBe(sh("cat out/rootfs/index.json", asRoot));
@@ -102,7 +82,7 @@ export default defineConfig(() => ({ rootfs: run(fetchBase({ directory: "./tree"
 `,
     });
     sh(`chown -R ${NOBODY}:${NOBODY} ${dir}`);
-    const build = await asNobody(["run", "--cache-dir", join(dir, "cache")], dir);
+    const build = await osbuild(["run", "--cache-dir", join(dir, "cache")], { cwd: dir, asUser: NOBODY });
     expect(build.code, build.stderr + build.stdout).toBe(0);
     const index = JSON.parse(sh("cat out/rootfs/index.json", dir)) as { manifests: Array<{ digest: string }> };
     const manifest = JSON.parse(sh(`cat out/rootfs/blobs/sha256/${index.manifests[0]!.digest.slice(7)}`, dir)) as { layers: Array<{ digest: string }> };

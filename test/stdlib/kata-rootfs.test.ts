@@ -3,12 +3,12 @@
 // a local registry, and osbuilder's own commands as the reference.
 
 import { spawnSync } from "node:child_process";
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET } from "../../stdlib/units.js";
 import { pushOciLayout, startRegistry, type TestRegistry } from "../oci-registry-harness.js";
-import { REPO, osbuild, sh, statuses, tempDir, writeFiles, type RunResult } from "../helpers.js";
+import { NOBODY, REPO, isRoot, osbuild, sh, statuses, tempDir, writeFiles, type RunResult } from "../helpers.js";
 
 const AGENT = join(REPO, "build/agent/kata-agent");
 const EPOCH = 1735689600;
@@ -28,6 +28,25 @@ export default defineConfig({
   },
 });
 `;
+
+/**
+ * Gives `user` a range of subordinate ids (what mmdebstrap's unshare mode maps into its user
+ * namespace) unless it has one; returns what puts /etc/subuid and /etc/subgid back.
+ */
+function grantSubordinateIds(user: string): () => void {
+  const files = ["/etc/subuid", "/etc/subgid"];
+  const saved = files.map((file) => (existsSync(file) ? readFileSync(file, "utf8") : undefined));
+  files.forEach((file, index) => {
+    const text = saved[index] ?? "";
+    if (!text.split("\n").some((line) => line.startsWith(`${user}:`))) writeFileSync(file, `${text}${user}:3000000:65536\n`);
+  });
+  return () =>
+    files.forEach((file, index) => {
+      const text = saved[index];
+      if (text === undefined) rmSync(file, { force: true });
+      else writeFileSync(file, text);
+    });
+}
 
 /** Unpacks an initrd with GNU cpio (as root: owners and devices too) and returns the directory. */
 function unpackInitrd(initrd: string): string {
@@ -147,6 +166,23 @@ describe("Kata rootfs on Debian bookworm", () => {
     expect(result.code).toBe(0);
     expect(statuses(result)).toEqual({ base: "cached", provision: "cached", "install-agent": "built", "mk-cpio": "built" });
   });
+
+  it.runIf(isRoot)("gives the same layers and initrd without root (mmdebstrap --mode=unshare)", async () => {
+    const unprivileged = tempDir("kata-nobody");
+    writeFiles(unprivileged, { "osbuild.config.ts": CONFIG });
+    sh(`chown -R ${NOBODY}:${NOBODY} ${unprivileged} && chmod 755 ${unprivileged}`);
+    const restore = grantSubordinateIds("nobody");
+    try {
+      const result = await osbuild(["run", "--json", "--cache-dir", join(unprivileged, "cache")], { cwd: unprivileged, asUser: NOBODY });
+      expect(result.code, result.stderr).toBe(0);
+      const digests = (run: RunResult): Record<string, unknown> => Object.fromEntries(run.events.filter((event) => event.type === "output").map((event) => [event.target, event.digest]));
+      // the base, the rootfs and the initrd: the same bytes as the root build's
+      expect(Object.keys(digests(result)).sort()).toEqual(["base", "initrd", "rootfs"]);
+      expect(digests(result)).toEqual(digests(agentRun));
+    } finally {
+      restore();
+    }
+  }, 600_000);
 
   it("reuses the same Debian base from another config", async () => {
     const second = tempDir("kata-second");
