@@ -2,7 +2,7 @@
 // stored result when there is one, otherwise runs the step in a private scratch directory
 // and stores what it made. Independent branches run concurrently (p-queue).
 
-import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import PQueue from "p-queue";
 import { CorruptContentError, StepError, StepFailure, errorMessage, formatLocation } from "./errors.js";
@@ -13,7 +13,7 @@ import { Fingerprinter, type DirectoryListing, type Fingerprint } from "./finger
 import { UnsafeArchiveError } from "./layers/import.js";
 import { Layers, type LayerRef } from "./rootfs.js";
 import { StepRunner } from "./step-runner.js";
-import { Store, ownerPid } from "./store.js";
+import { Store, removeLeftovers } from "./store.js";
 import { haveAttrTools } from "./layers/host-metadata.js";
 import { MissingToolError, ToolVersions } from "./tools.js";
 import type { Arch, ToolSpec } from "./types.js";
@@ -412,22 +412,6 @@ function describeFailure(error: unknown, step: PlannedStep): { message: string; 
 
 /** Removes scratch directories and temp files left by processes that no longer run. */
 function cleanStaleScratch(cacheDir: string): void {
-  for (const dir of [join(cacheDir, "scratch"), join(cacheDir, "tmp-osbuild")]) {
-    if (!existsSync(dir)) continue;
-    for (const name of readdirSync(dir)) {
-      const pid = ownerPid(name);
-      // Only the dead process's own leftovers: a live process (even one that reused the pid) is left alone.
-      if (pid === undefined || pid === process.pid || processAlive(pid)) continue;
-      rmSync(join(dir, name), { recursive: true, force: true });
-    }
-  }
+  for (const dir of [join(cacheDir, "scratch"), join(cacheDir, "tmp-osbuild")]) removeLeftovers(dir);
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}

@@ -9,7 +9,7 @@ import { MEDIA_TYPES, OCI_LAYOUT, imageConfig, imageIndex, imageManifest, type D
 import type { BuildContext, StoredArtifact } from "./build.js";
 import type { EventSink } from "./events.js";
 import { CorruptContentError } from "./errors.js";
-import { hashFile, hexOf, ownedName, replaceFileSync } from "./store.js";
+import { hashFile, hexOf, ownedName, removeLeftovers, replaceFileSync } from "./store.js";
 
 interface OutputState {
   digest: string;
@@ -23,6 +23,7 @@ interface OutputState {
 export async function writeTargets(context: BuildContext, targets: ReadonlyMap<string, StoredArtifact>, fresh: ReadonlySet<string>, emit: EventSink): Promise<Record<string, string>> {
   const outDir = resolve(context.settings.outDir);
   mkdirSync(outDir, { recursive: true });
+  removeLeftovers(outDir, { prefix: ".", label: "out" }); // half-written outputs of killed builds
   const stateFile = join(context.settings.cacheDir, "memo", "outputs.json");
   let state: Record<string, OutputState> = {};
   try {

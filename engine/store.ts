@@ -7,7 +7,7 @@
 // that relies on cacache's documented on-disk layout (content-v2/<algo>/<2>/<2>/<rest>).
 
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readSync, readdirSync, renameSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { chmod, mkdir, open, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Transform, type Readable } from "node:stream";
@@ -185,9 +185,39 @@ export function ownedName(label: string): string {
   return `p${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.${label}`;
 }
 
-export function ownerPid(name: string): number | undefined {
+function ownerPid(name: string): number | undefined {
   const match = /^p(\d+)\./.exec(name);
   return match ? Number(match[1]) : undefined;
+}
+
+/**
+ * Removes what processes that no longer run left in `dir` under names from `ownedName`
+ * (with `prefix` before them, and ending in `.label` when one is given). A live process's
+ * files, even one that reused the pid, are left alone.
+ */
+export function removeLeftovers(dir: string, options: { prefix?: string; label?: string } = {}): void {
+  const prefix = options.prefix ?? "";
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix) || (options.label && !name.endsWith(`.${options.label}`))) continue;
+    const pid = ownerPid(name.slice(prefix.length));
+    if (pid === undefined || pid === process.pid || processAlive(pid)) continue;
+    rmSync(join(dir, name), { recursive: true, force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 export function sriOf(digest: Digest): string {

@@ -1,6 +1,7 @@
 // Safety: hostile archives are refused, a corrupted cache is never used, concurrent and
 // killed builds leave a cache the next build succeeds from, outputs appear atomically.
 
+import { spawnSync } from "node:child_process";
 import { chmodSync, existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -147,6 +148,22 @@ describe("concurrency and interruption", () => {
     // and no half-written output sits beside the real ones
     expect(readdirSync(join(dir, "out")).filter((name) => name.startsWith("."))).toEqual([]);
   }, 400_000);
+});
+
+describe("leftovers of killed builds", () => {
+  it("removes half-written outputs of dead processes from the output directory, and nothing else", async () => {
+    const dir = tempDir("leftovers");
+    writeFiles(dir, { "osbuild.config.ts": TARBALL_CONFIG });
+    sh("mkdir tree && echo x > tree/x && tar -cf base.tar -C tree . && rm -rf tree", dir);
+    const dead = spawnSync("true").pid; // has exited
+    const leftovers = { dead: `.p${dead}.abc123.out`, live: `.p${process.pid}.def456.out`, mine: ".keep.out", user: `p${dead}.notes.out` };
+    writeFiles(dir, Object.fromEntries(Object.values(leftovers).map((name) => [`out/${name}`, "partial"])));
+    const result = await osbuild(["run", "--cache-dir", join(dir, "cache")], { cwd: dir });
+    expect(result.code, result.stderr).toBe(0);
+    const names = readdirSync(join(dir, "out"));
+    expect(names).not.toContain(leftovers.dead);
+    expect(names).toEqual(expect.arrayContaining([leftovers.live, leftovers.mine, leftovers.user, "initrd"]));
+  });
 });
 
 describe("corrupted cache", () => {
