@@ -23,7 +23,7 @@ export interface Fingerprint {
 export type DirectoryListing = Record<string, string>;
 
 /** Directories with more entries than this are fingerprinted but not listed. */
-const LISTING_LIMIT = 50_000;
+const LISTING_LIMIT = 10_000;
 
 interface MemoEntry {
   stat: string;
@@ -75,7 +75,8 @@ export class Fingerprinter {
 
   private hashDirectory(root: string): string {
     const hash = createHash("sha256");
-    let listing: DirectoryListing | undefined = {};
+    // No prototype: a file may be called __proto__ or constructor.
+    let listing: DirectoryListing | undefined = Object.create(null) as DirectoryListing;
     let listed = 0;
     const add = (type: string, path: string, details: string): void => {
       hash.update(`${type} ${path} ${details}\n`);

@@ -23,7 +23,7 @@ interface OutputState {
 export async function writeTargets(context: BuildContext, targets: ReadonlyMap<string, StoredArtifact>, fresh: ReadonlySet<string>, emit: EventSink): Promise<Record<string, string>> {
   const outDir = resolve(context.settings.outDir);
   mkdirSync(outDir, { recursive: true });
-  removeLeftovers(outDir, { prefix: ".", label: "out" }); // half-written outputs of killed builds
+  removeLeftovers(outDir, { prefix: ".", labels: ["out", "old"] }); // what killed builds left half-written or half-removed
   const stateFile = join(context.settings.cacheDir, "memo", "outputs.json");
   let state: Record<string, OutputState> = {};
   try {

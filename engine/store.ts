@@ -185,17 +185,12 @@ export function ownedName(label: string): string {
   return `p${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.${label}`;
 }
 
-function ownerPid(name: string): number | undefined {
-  const match = /^p(\d+)\./.exec(name);
-  return match ? Number(match[1]) : undefined;
-}
-
 /**
  * Removes what processes that no longer run left in `dir` under names from `ownedName`
- * (with `prefix` before them, and ending in `.label` when one is given). A live process's
+ * (with `prefix` before them, and ending in one of `labels` when given). A live process's
  * files, even one that reused the pid, are left alone.
  */
-export function removeLeftovers(dir: string, options: { prefix?: string; label?: string } = {}): void {
+export function removeLeftovers(dir: string, options: { prefix?: string; labels?: readonly string[] } = {}): void {
   const prefix = options.prefix ?? "";
   let names: string[];
   try {
@@ -204,9 +199,11 @@ export function removeLeftovers(dir: string, options: { prefix?: string; label?:
     return;
   }
   for (const name of names) {
-    if (!name.startsWith(prefix) || (options.label && !name.endsWith(`.${options.label}`))) continue;
-    const pid = ownerPid(name.slice(prefix.length));
-    if (pid === undefined || pid === process.pid || processAlive(pid)) continue;
+    if (!name.startsWith(prefix)) continue;
+    const owned = /^p(\d{1,9})\.[0-9a-z]+\.(.+)$/.exec(name.slice(prefix.length)); // ownedName's shape
+    if (!owned || (options.labels && !options.labels.includes(owned[2]!))) continue;
+    const pid = Number(owned[1]);
+    if (pid === process.pid || processAlive(pid)) continue;
     rmSync(join(dir, name), { recursive: true, force: true });
   }
 }

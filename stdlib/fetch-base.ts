@@ -197,11 +197,6 @@ function finishBase(tree: Tree, distro: Distro, facts: BaseFacts): void {
 }
 
 /**
- * The nodes of osbuilder's `MAKEDEV console tty ttyS null zero fd` that a guest uses, with
- * MAKEDEV's modes and groups (MAKEDEV's "null" alone also makes ~200 mem, ram and loop nodes
- * that a Kata guest never opens; they are left out).
- */
-/**
  * apt gives its download directories to its sandbox user _apt, but only when that user can
  * reach the target directory: as root into a private cache directory it cannot, and the
  * owners would depend on where the cache lives. Set them as apt does when it can.
@@ -220,6 +215,11 @@ function sandboxedAptOwners(tree: Tree): void {
   }
 }
 
+/**
+ * The nodes of osbuilder's `MAKEDEV console tty ttyS null zero fd` that a guest uses, with
+ * MAKEDEV's modes and groups (MAKEDEV's "null" alone also makes ~200 mem, ram and loop nodes
+ * that a Kata guest never opens; they are left out).
+ */
 function makeDevices(tree: Tree): void {
   mkdirSync(tree.path("dev"), { recursive: true });
   const nodes: Array<[string, number, number, number, number]> = [

@@ -110,10 +110,10 @@ function listingChanges(before: DirectoryListing, after: DirectoryListing): stri
   const added: string[] = [];
   const removed: string[] = [];
   for (const [path, entry] of Object.entries(after)) {
-    if (!(path in before)) added.push(path);
+    if (!Object.hasOwn(before, path)) added.push(path);
     else if (before[path] !== entry) changed.push(path);
   }
-  for (const path of Object.keys(before)) if (!(path in after)) removed.push(path);
+  for (const path of Object.keys(before)) if (!Object.hasOwn(after, path)) removed.push(path);
   const names = (label: string, paths: string[]): string | undefined => {
     if (paths.length === 0) return undefined;
     const shown = paths.sort().slice(0, 5).join(", ");

@@ -122,7 +122,7 @@ export class StepTree implements Tree {
           }
           chmodSync(resolved, header.mode);
           finish(header, path);
-          directoryTimes.push({ path: resolved, mtime: header.mtime });
+          directoryTimes.push({ path, mtime: header.mtime });
           return;
         }
         mkdirSync(parent, { recursive: true });
@@ -164,7 +164,12 @@ export class StepTree implements Tree {
     } finally {
       if (current) closeSync(current.fd);
     }
-    for (const { path, mtime } of directoryTimes) utimesSync(path, mtime, mtime);
+    // Looked up again: a later entry may have replaced the directory (with a symlink, even one
+    // pointing out of the tree), and only a directory still inside the tree gets its time.
+    for (const { path, mtime } of directoryTimes) {
+      const host = this.path(path);
+      if (lstatSync(host, { throwIfNoEntry: false })?.isDirectory()) utimesSync(host, mtime, mtime);
+    }
   }
 
   private closeExtracted(file: { fd: number; header: TarHeader; path: string }, finish: (header: TarHeader, path: string) => void): void {

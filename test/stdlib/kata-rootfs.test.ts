@@ -5,7 +5,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET } from "../../stdlib/units.js";
 import { pushOciLayout, startRegistry, type TestRegistry } from "../oci-registry-harness.js";
 import { NOBODY, REPO, isRoot, osbuild, sh, statuses, tempDir, writeFiles, type RunResult } from "../helpers.js";
@@ -31,21 +31,35 @@ export default defineConfig({
 
 /**
  * Gives `user` a range of subordinate ids (what mmdebstrap's unshare mode maps into its user
- * namespace) unless it has one; returns what puts /etc/subuid and /etc/subgid back.
+ * namespace) unless it has one, above every range already given; returns what puts
+ * /etc/subuid and /etc/subgid back (also called on a failure half-way, and safe to call twice).
  */
 function grantSubordinateIds(user: string): () => void {
   const files = ["/etc/subuid", "/etc/subgid"];
   const saved = files.map((file) => (existsSync(file) ? readFileSync(file, "utf8") : undefined));
-  files.forEach((file, index) => {
-    const text = saved[index] ?? "";
-    if (!text.split("\n").some((line) => line.startsWith(`${user}:`))) writeFileSync(file, `${text}${user}:3000000:65536\n`);
-  });
-  return () =>
+  let restored = false;
+  const restore = (): void => {
+    if (restored) return;
+    restored = true;
     files.forEach((file, index) => {
       const text = saved[index];
       if (text === undefined) rmSync(file, { force: true });
       else writeFileSync(file, text);
     });
+  };
+  try {
+    files.forEach((file, index) => {
+      const lines = (saved[index] ?? "").split("\n").filter((line) => line.trim() !== "");
+      if (lines.some((line) => line.startsWith(`${user}:`))) return;
+      const ends = lines.map((line) => line.split(":").map(Number)).map(([, start, count]) => (start ?? 0) + (count ?? 0));
+      const end = Math.max(100_000, ...ends.filter(Number.isFinite));
+      writeFileSync(file, [...lines, `${user}:${end}:65536`, ""].join("\n"));
+    });
+  } catch (error) {
+    restore();
+    throw error;
+  }
+  return restore;
 }
 
 /** Unpacks an initrd with GNU cpio (as root: owners and devices too) and returns the directory. */
@@ -171,17 +185,13 @@ describe("Kata rootfs on Debian bookworm", () => {
     const unprivileged = tempDir("kata-nobody");
     writeFiles(unprivileged, { "osbuild.config.ts": CONFIG });
     sh(`chown -R ${NOBODY}:${NOBODY} ${unprivileged} && chmod 755 ${unprivileged}`);
-    const restore = grantSubordinateIds("nobody");
-    try {
-      const result = await osbuild(["run", "--json", "--cache-dir", join(unprivileged, "cache")], { cwd: unprivileged, asUser: NOBODY });
-      expect(result.code, result.stderr).toBe(0);
-      const digests = (run: RunResult): Record<string, unknown> => Object.fromEntries(run.events.filter((event) => event.type === "output").map((event) => [event.target, event.digest]));
-      // the base, the rootfs and the initrd: the same bytes as the root build's
-      expect(Object.keys(digests(result)).sort()).toEqual(["base", "initrd", "rootfs"]);
-      expect(digests(result)).toEqual(digests(agentRun));
-    } finally {
-      restore();
-    }
+    onTestFinished(grantSubordinateIds("nobody")); // put back also when the test fails or times out
+    const result = await osbuild(["run", "--json", "--cache-dir", join(unprivileged, "cache")], { cwd: unprivileged, asUser: NOBODY });
+    expect(result.code, result.stderr).toBe(0);
+    const digests = (run: RunResult): Record<string, unknown> => Object.fromEntries(run.events.filter((event) => event.type === "output").map((event) => [event.target, event.digest]));
+    // the base, the rootfs and the initrd: the same bytes as the root build's
+    expect(Object.keys(digests(result)).sort()).toEqual(["base", "initrd", "rootfs"]);
+    expect(digests(result)).toEqual(digests(agentRun));
   }, 600_000);
 
   it("reuses the same Debian base from another config", async () => {

@@ -94,6 +94,31 @@ export default defineConfig({
     });
   });
 
+  it("unpacks extra tarballs with their times, and never sets a time outside the tree", async () => {
+    const outside = tempDir("outside");
+    const before = statSync(outside).mtimeMs;
+    const dir = busyboxProject(`import { defineConfig, fetchBase, provision } from "osbuild";
+export default defineConfig({
+  sourceDateEpoch: 1735689600,
+  targets: () => ({ rootfs: provision(fetchBase({ directory: "./tree" }), { init: "agent", chrony: false, extraTarballs: ["./times.tar"] }) }),
+});
+`);
+    // opt/old keeps its 2001 times; x is a directory, then a symlink out of the tree, whose
+    // directory time must not land on what the symlink points to
+    sh(
+      `mkdir -p t/opt/old && echo old > t/opt/old/file && touch -d @1000000000 t/opt/old/file t/opt/old && mkdir t/x && touch -d @1000000000 t/x && ` +
+        `tar --numeric-owner -C t -cf times.tar ./opt ./x && rm -r t/x && ln -s ${outside} t/x && tar --numeric-owner -C t -rf times.tar ./x`,
+      dir,
+    );
+    const result = await run(dir);
+    expect(result.code, failure(result)).toBe(0);
+    expect(statSync(outside).mtimeMs).toBe(before);
+    const tree = unpackOciLayout(join(dir, "out/rootfs"));
+    expect(statSync(join(tree, "opt/old/file")).mtimeMs).toBe(1000000000 * 1000);
+    expect(statSync(join(tree, "opt/old")).mtimeMs).toBe(1000000000 * 1000);
+    expect(readlinkSync(join(tree, "x"))).toBe(outside);
+  });
+
   it("refuses to pack a Kata rootfs whose /sbin/init is missing, naming what should make it", async () => {
     const dir = busyboxProject(`import { defineConfig, fetchBase, installAgent, mkCpio, run } from "osbuild";
 
