@@ -26,8 +26,6 @@ export class StepRunner {
   private readonly scratch: string;
   private readonly logPath: string;
   private log?: WriteStream;
-  private recentOutput = "";
-  private readonly temps: string[] = [];
   private readonly started = performance.now();
 
   constructor(
@@ -146,11 +144,7 @@ export class StepRunner {
       inputs,
       log: (message: string) => this.writeLog(message),
       exec: (command: string, args: readonly string[], options?: ExecOptions) => this.exec(command, args, options),
-      tempDir: async () => {
-        const dir = await mkdtemp(join(this.scratch, "tmp-"));
-        this.temps.push(dir);
-        return dir;
-      },
+      tempDir: () => mkdtemp(join(this.scratch, "tmp-")), // removed with the scratch directory
       fail: (message: string): never => {
         throw new StepFailure(message);
       },
@@ -184,7 +178,6 @@ export class StepRunner {
     // Seconds since the step started: where a step's time goes, line by line.
     const stamp = `[${((performance.now() - this.started) / 1000).toFixed(2).padStart(6)}s] `;
     this.log?.write(`${stamp}${message.endsWith("\n") ? message.slice(0, -1) : message}\n`);
-    this.recentOutput = (this.recentOutput + message + "\n").slice(-STDERR_TAIL);
     if (this.context.settings.verbose) this.emit({ type: "log", id: this.prepared.step.id, message });
   }
 
@@ -244,7 +237,7 @@ export class StepRunner {
     });
   }
 
-  /** Attaches the log's path and tail to a failure. */
+  /** Attaches the log's path to a failure. */
   private withLog(error: unknown): unknown {
     if (error instanceof StepFailure) return new StepError(error.message, this.prepared.step.id, undefined, this.logPath);
     return error;
