@@ -85,6 +85,12 @@ async function acquire(): Promise<PooledWorker> {
 }
 
 function release(pooled: PooledWorker): void {
+  if (!pool.includes(pooled)) {
+    // It died: a waiting task gets a new worker in its place.
+    const next = waiting.shift();
+    if (next) void acquire().then(next);
+    return;
+  }
   const next = waiting.shift();
   if (next) {
     next(pooled);
