@@ -245,24 +245,25 @@ export class Build {
       return { ok: false, outputs: {}, exitCode: 1 };
     }
 
-    let result: BuildResult | undefined;
-    for (let attempt = 0; attempt < 3; attempt++) {
+    // Corrupt content found while building or writing outputs is removed and the build run
+    // again, at most three times in all; the last attempt's outcome is the result.
+    let result: BuildResult;
+    for (let attempt = 1; ; attempt++) {
       this.corrupt.clear();
       this.stopping = false;
       this.timings.length = 0;
       const outcomes = await this.runOnce(prepared, needed);
-      if (this.corrupt.size === 0) result = await this.finish(outcomes, targets);
-      if (this.corrupt.size > 0 && attempt < 2) {
-        await this.heal(outcomes);
-        continue;
+      const last = attempt === 3;
+      if (this.corrupt.size === 0 || last) {
+        result = await this.finish(outcomes, targets);
+        if (this.corrupt.size === 0 || last) break;
       }
-      result ??= await this.finish(outcomes, targets);
-      break;
+      await this.heal(outcomes);
     }
     this.emit({ type: "summary", ms: Math.round(performance.now() - started), steps: this.timings });
     this.context.saveMemos();
     await this.context.layers.pruneTrees().catch(() => 0);
-    this.emit({ type: "done", ok: result!.ok, outputs: result!.outputs });
+    this.emit({ type: "done", ok: result.ok, outputs: result.outputs });
     return result!;
   }
 
