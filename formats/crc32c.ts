@@ -1,4 +1,4 @@
-// CRC-32C (Castagnoli), the checksum of ext4's metadata_csum. Raw updates, as the kernel's
+// CRC-32C (Castagnoli), the checksum of ext4's metadata_csum and erofs's superblock. Raw updates, as the kernel's
 // crc32c(): no inversion before or after, so that callers chain them exactly as ext4 does.
 
 const TABLE = (() => {
@@ -15,9 +15,4 @@ export function crc32cUpdate(crc: number, data: Uint8Array): number {
   let c = crc >>> 0;
   for (let i = 0; i < data.length; i++) c = TABLE[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
   return c >>> 0;
-}
-
-/** The standard CRC-32C of `data` (initial ~0, final inversion), e.g. 0xe3069283 for "123456789". */
-export function crc32c(data: Uint8Array): number {
-  return (crc32cUpdate(0xffffffff, data) ^ 0xffffffff) >>> 0;
 }

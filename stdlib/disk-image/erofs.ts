@@ -20,6 +20,7 @@
 import { closeSync, openSync, readSync, rmSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { ExecOptions, ExecResult, FileEntry } from "../../engine/index.js";
+import { crc32cUpdate } from "../../formats/crc32c.js";
 import { copyIntoImage } from "./sparse.js";
 
 type Exec = (command: string, args: readonly string[], options?: ExecOptions) => Promise<ExecResult>;
@@ -264,7 +265,7 @@ class ErofsImage {
     const rest = this.read(SUPER_OFFSET, this.blockSize - SUPER_OFFSET);
     rest.writeUInt32LE(0, 4);
     const checksum = Buffer.alloc(4);
-    checksum.writeUInt32LE(crc32c(rest));
+    checksum.writeUInt32LE(crc32cUpdate(0xffffffff, rest)); // as the kernel's erofs: seed ~0, no final inversion
     this.write(SUPER_OFFSET + 4, checksum);
   }
 }
@@ -272,21 +273,4 @@ class ErofsImage {
 /** Linux's new_encode_dev, which erofs stores. */
 function encodeDevice(major: number, minor: number): number {
   return ((minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)) >>> 0;
-}
-
-let crcTable: Uint32Array | undefined;
-
-/** crc32c as the kernel's erofs computes it: seed ~0, no final inversion. */
-function crc32c(data: Buffer): number {
-  if (!crcTable) {
-    crcTable = new Uint32Array(256);
-    for (let i = 0; i < 256; i++) {
-      let c = i;
-      for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
-      crcTable[i] = c >>> 0;
-    }
-  }
-  let crc = 0xffffffff;
-  for (const byte of data) crc = (crcTable[(crc ^ byte) & 0xff]! ^ (crc >>> 8)) >>> 0;
-  return crc;
 }
