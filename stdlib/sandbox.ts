@@ -43,11 +43,12 @@ export async function runInTree(
   options: SandboxOptions = {},
 ): Promise<ExecResult> {
   const network = options.network ?? true;
-  if (!existsSync(join(tree.root, "bin/sh"))) ctx.fail("the rootfs has no /bin/sh to run commands with (is it empty?)");
+  // tree.path resolves the tree's own symlinks inside it (Alpine's /bin/sh → /bin/busybox).
+  if (!existsSync(tree.path("bin/sh"))) ctx.fail("the rootfs has no /bin/sh to run commands with (is it empty?)");
   // DNS: the host's resolv.conf is bind-mounted over the tree's file for the run only; when
   // the tree has none, an empty one is put there for the mount and removed afterwards.
-  const resolvConf = join(tree.root, "etc/resolv.conf");
-  const createdResolvConf = network && !pathExists(resolvConf) && existsSync(join(tree.root, "etc"));
+  const resolvConf = tree.path("etc/resolv.conf", { followSymlink: false });
+  const createdResolvConf = network && !pathExists(resolvConf) && existsSync(tree.path("etc"));
   if (createdResolvConf) writeFileSync(resolvConf, "");
   const missingMountPoints = ["proc", "dev", "sys"].filter((dir) => !pathExists(join(tree.root, dir)));
   const script = join(await ctx.tempDir(), "prepare.sh");
