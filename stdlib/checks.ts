@@ -7,18 +7,26 @@ import { agentIsInit } from "./osbuilder-yaml.js";
 
 const SYSTEMD_PATHS = ["usr/lib/systemd/systemd", "lib/systemd/systemd"];
 
-/** Returns what is wrong with the rootfs as a bootable Kata guest, or undefined. */
-export async function checkBootable(rootfs: RootfsInput): Promise<string | undefined> {
-  const init = await rootfs.stat("sbin/init");
-  if (!init) return "/sbin/init is not installed in the rootfs: installAgent (init: \"agent\") or the distro's init package (fetchBase with init: \"systemd\") should have made it";
-  if (init.type !== "symlink" && !isExecutable(init)) return `/sbin/init is not executable (mode ${init.mode.toString(8)}): installAgent should have installed it with mode 755`;
-
+/**
+ * Returns what is wrong with the rootfs as a bootable Kata guest, or undefined. `checks`:
+ * true or false as the user asked; by default only a rootfs made by installAgent (which
+ * writes osbuilder.yaml) is checked.
+ */
+export async function checkBootable(rootfs: RootfsInput, checks?: boolean): Promise<string | undefined> {
+  if (checks === false) return undefined;
   let yaml: string | undefined;
   try {
     yaml = (await rootfs.readFile(OSBUILDER_YAML_PATH)).toString("utf8");
   } catch {
-    return undefined; // not made by installAgent: only the init check applies
+    yaml = undefined;
   }
+  if (checks === undefined && yaml === undefined) return undefined;
+
+  const init = await rootfs.stat("sbin/init");
+  if (!init) return "/sbin/init is not installed in the rootfs: installAgent (init: \"agent\") or the distro's init package (fetchBase with init: \"systemd\") should have made it";
+  if (init.type !== "symlink" && !isExecutable(init)) return `/sbin/init is not executable (mode ${init.mode.toString(8)}): installAgent should have installed it with mode 755`;
+  if (yaml === undefined) return undefined; // not made by installAgent: only the init check applies
+
   const agentInit = agentIsInit(yaml);
   if (agentInit === false) {
     for (const path of SYSTEMD_PATHS) if (await rootfs.stat(path)) return undefined;
@@ -26,12 +34,14 @@ export async function checkBootable(rootfs: RootfsInput): Promise<string | undef
   }
   if (agentInit === true) {
     const agent = await rootfs.stat("sbin/init", { follow: true });
-    if (agent?.type === "file" && !isExecutable(agent)) return "/sbin/init (the agent) is not executable: installAgent should have made it so";
+    if (agent?.type !== "file") return undefined;
+    if (!isExecutable(agent)) return "/sbin/init (the agent) is not executable: installAgent should have made it so";
+    let agentBytes: Buffer | undefined;
     for (const path of SYSTEMD_PATHS) {
       const systemd = await rootfs.stat(path, { follow: true });
-      if (agent?.type === "file" && systemd?.type === "file" && systemd.size === agent.size && (await rootfs.readFile(path)).equals(await rootfs.readFile("sbin/init"))) {
-        return "the agent is not the init process: /sbin/init is systemd. installAgent with init: \"agent\" replaces it";
-      }
+      if (systemd?.type !== "file" || systemd.size !== agent.size) continue;
+      agentBytes ??= await rootfs.readFile("sbin/init");
+      if ((await rootfs.readFile(path)).equals(agentBytes)) return "the agent is not the init process: /sbin/init is systemd. installAgent with init: \"agent\" replaces it";
     }
   }
   return undefined;

@@ -12,7 +12,6 @@ import { pipeline } from "node:stream/promises";
 import { defineStep, type ExecOptions, type ExecResult, type FileEntry, type LayerEvent } from "../engine/index.js";
 import { encodeNewcHeader, newcPadding, newcTrailer, type CpioEntry } from "../formats/cpio.js";
 import { checkBootable } from "./checks.js";
-import { OSBUILDER_YAML_PATH } from "./facts.js";
 
 export type CpioCompression = "gzip" | "zstd" | "none";
 
@@ -58,10 +57,8 @@ export const mkCpio = defineStep({
   },
   async run(options: MkCpioOptions, ctx) {
     const [rootfs] = ctx.inputs;
-    if (options.checks ?? (await rootfs.stat(OSBUILDER_YAML_PATH)) !== undefined) {
-      const problem = await checkBootable(rootfs);
-      if (problem) ctx.fail(problem);
-    }
+    const problem = await checkBootable(rootfs, options.checks);
+    if (problem) ctx.fail(problem);
     const compression = options.compression ?? "gzip";
     const level = options.level ?? DEFAULT_LEVEL[compression];
     const compress = (archive: Readable, outPath: string): Promise<void> => compressTo(archive, outPath, compression, level, ctx.cores, ctx.exec);

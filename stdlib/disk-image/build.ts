@@ -8,7 +8,6 @@ import { join } from "node:path";
 import type { BlobStepContext, RootfsInput } from "../../engine/index.js";
 import { guidFromHash } from "../../formats/gpt.js";
 import { checkBootable } from "../checks.js";
-import { OSBUILDER_YAML_PATH } from "../facts.js";
 import { makeErofs } from "./erofs.js";
 import { makeExt4, planExt4 } from "./ext4.js";
 import { planLayout, writePartitionTables, type DiskLayout, type PartitionTable } from "./layout.js";
@@ -74,10 +73,8 @@ export interface BuiltDiskImage {
 
 /** Writes the disk image of `rootfs` at `image`, with a verity hash partition when asked. */
 export async function buildDiskImage(ctx: BlobStepContext<readonly ["rootfs"]>, rootfs: RootfsInput, image: string, options: DiskImageOptions, withVerity: boolean): Promise<BuiltDiskImage> {
-  if (options.checks ?? (await rootfs.stat(OSBUILDER_YAML_PATH)) !== undefined) {
-    const problem = await checkBootable(rootfs);
-    if (problem) ctx.fail(problem);
-  }
+  const problem = await checkBootable(rootfs, options.checks);
+  if (problem) ctx.fail(problem);
   const [entries, tree] = await Promise.all([rootfs.entries(), rootfs.materialize()]);
   const fsType = options.fsType ?? "ext4";
   const ids = identities(rootfs.digest, options);
