@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { diskMode } from "./extract.js";
 import { readXattrs } from "./host-metadata.js";
 import { type MergedView, parentOf } from "./merge.js";
-import { type TocFile, type TocWhiteout, encodeXattrs, decodeXattrs, comparePaths } from "./toc.js";
+import { type TocFile, type TocWhiteout, encodeXattrs, decodeXattrs, sortByPath } from "./toc.js";
 import type { LayerItem } from "./writer.js";
 
 export interface SpecialOverride {
@@ -60,7 +60,7 @@ export function walkTree(root: string): WalkedEntry[] {
     }
   };
   visit("");
-  return result.sort((a, b) => comparePaths(a.path, b.path));
+  return sortByPath(result);
 }
 
 export function fileTypeOf(stats: Stats): TocFile["type"] | "socket" {
