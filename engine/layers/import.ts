@@ -132,7 +132,7 @@ export function canonicalizeArchive(spooled: readonly SpooledEntry[], spoolFd: n
 
   for (const { header, offset } of spooled) {
     const raw = header.rawPath;
-    const path = checkedPath(header.path, raw);
+    const path = checkedArchivePath(header.path, raw);
     if (path === "") continue; // the root directory itself: its metadata is fixed
     const entry = tocEntryFromHeader({ ...header, path }, offset);
     checkParents(path, raw);
@@ -141,7 +141,7 @@ export function canonicalizeArchive(spooled: readonly SpooledEntry[], spoolFd: n
       continue;
     }
     if (entry.type === "hardlink") {
-      const target = checkedPath(entry.linkTarget!, raw, "link");
+      const target = checkedArchivePath(entry.linkTarget!, raw, "link");
       checkParents(target, raw);
       const inArchive = files.get(target);
       const below = inArchive ? undefined : lower?.get(target);
@@ -211,7 +211,8 @@ export function canonicalizeArchive(spooled: readonly SpooledEntry[], spoolFd: n
 }
 
 /** Rejects absolute paths and ".." components; returns the normalized path. */
-function checkedPath(path: string, raw: string, role: "path" | "link" = "path"): string {
+/** An archive entry's path (or hardlink target) relative to the tree, or an UnsafeArchiveError naming it. */
+export function checkedArchivePath(path: string, raw: string, role: "path" | "link" = "path"): string {
   const subject = role === "path" ? "has the" : "points to the";
   if (path.startsWith("/")) throw new UnsafeArchiveError(raw, `${subject} absolute path '${path}'`);
   const parts = path.split("/").filter((part) => part !== "" && part !== ".");

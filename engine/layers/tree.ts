@@ -7,7 +7,7 @@ import type { Tree } from "../types.js";
 import { createSpecialNodes, applyXattrs } from "./host-metadata.js";
 import type { TreeOverrides } from "./diff.js";
 import { resolveSymlinks } from "./paths.js";
-import { UnsafeArchiveError, openDecompressed } from "./import.js";
+import { checkedArchivePath, openDecompressed } from "./import.js";
 
 /**
  * Resolves `path` inside `root` the way the kernel would inside a chroot: absolute symlink
@@ -139,7 +139,7 @@ export class StepTree implements Tree {
             finish(header, path);
             return;
           case "hardlink": {
-            const linked = checkedArchivePath(header.linkTarget!, header.rawPath);
+            const linked = checkedArchivePath(header.linkTarget!, header.rawPath, "link");
             linkSync(this.path(base ? `${base}/${linked}` : linked, { followSymlink: false }), target);
             return;
           }
@@ -179,11 +179,4 @@ export class StepTree implements Tree {
     finish(file.header, file.path);
     utimesSync(host, file.header.mtime, file.header.mtime);
   }
-}
-
-function checkedArchivePath(path: string, raw: string): string {
-  if (path.startsWith("/")) throw new UnsafeArchiveError(raw, `has the absolute path '${path}'`);
-  const parts = path.split("/").filter((part) => part !== "" && part !== ".");
-  if (parts.includes("..")) throw new UnsafeArchiveError(raw, `has the path '${path}', which leaves the tree through '..'`);
-  return parts.join("/");
 }
