@@ -201,7 +201,6 @@ export class Build {
   private stopping = false;
   private readonly corrupt = new Set<Digest>();
   /** Blobs this build wrote into the store: copied out without hashing them again. */
-  private readonly fresh = new Set<string>();
   private readonly timings: Array<{ id: string; kind: string; status: StepStatus | "skipped"; ms: number }> = [];
 
   constructor(
@@ -312,7 +311,6 @@ export class Build {
       this.emit({ type: "step-start", id: step.id, kind, key });
       const runner = new StepRunner(this.context, prepared, inputs, key, this.emit, this.takesInputTree(step));
       const outputs = await runner.run();
-      for (const output of Object.values(outputs)) if (output.kind === "blob") this.fresh.add(output.digest);
       const ms = Math.round(performance.now() - started);
       const record: ActionRecord = { schema: 1, key, kind, stepId: step.id, preimage, createdAt: new Date().toISOString(), ms, outputs };
       await this.context.store.putJson(`osbuild:action:${key}`, record, { stepId: step.id, kind });
@@ -378,7 +376,7 @@ export class Build {
     }
     let outputs: Record<string, string> = {};
     try {
-      outputs = await writeTargets(this.context, available, this.fresh, this.emit);
+      outputs = await writeTargets(this.context, available, this.emit);
     } catch (error) {
       if (error instanceof CorruptContentError) {
         this.corrupt.add(error.digest);

@@ -17,10 +17,10 @@ interface OutputState {
 }
 
 /**
- * Writes each target into the output directory. Content this build wrote into the store
- * itself (`fresh`) is copied as is; anything older is verified against its digest on the way.
+ * Writes each target into the output directory. Content this process wrote into the store
+ * itself is copied as is; anything older is verified against its digest on the way.
  */
-export async function writeTargets(context: BuildContext, targets: ReadonlyMap<string, StoredArtifact>, fresh: ReadonlySet<string>, emit: EventSink): Promise<Record<string, string>> {
+export async function writeTargets(context: BuildContext, targets: ReadonlyMap<string, StoredArtifact>, emit: EventSink): Promise<Record<string, string>> {
   const outDir = resolve(context.settings.outDir);
   mkdirSync(outDir, { recursive: true });
   removeLeftovers(outDir, { prefix: ".", labels: ["out", "old"] }); // what killed builds left half-written or half-removed
@@ -32,6 +32,7 @@ export async function writeTargets(context: BuildContext, targets: ReadonlyMap<s
     /* first run */
   }
   const written: Record<string, string> = {};
+  let stateChanged = false;
   await Promise.all(
     [...targets].map(async ([name, artifact]) => {
       const path = join(outDir, name);
@@ -39,15 +40,16 @@ export async function writeTargets(context: BuildContext, targets: ReadonlyMap<s
       const known = state[path];
       const upToDate = known?.digest === artifact.digest && known.stat === statKey(marker);
       if (!upToDate) {
-        if (artifact.kind === "blob") await writeBlob(context, artifact.digest, path, fresh.has(artifact.digest));
+        if (artifact.kind === "blob") await writeBlob(context, artifact.digest, path);
         else await writeOciLayout(context, artifact, path);
         state[path] = { digest: artifact.digest, stat: statKey(marker) };
+        stateChanged = true;
       }
       written[name] = path;
       emit({ type: "output", target: name, path, digest: artifact.digest, size: artifact.kind === "blob" ? artifact.size : artifact.layers.reduce((sum, layer) => sum + layer.size, 0), written: !upToDate });
     }),
   );
-  replaceFileSync(stateFile, (temp) => writeFileSync(temp, JSON.stringify(state)));
+  if (stateChanged) replaceFileSync(stateFile, (temp) => writeFileSync(temp, JSON.stringify(state)));
   return written;
 }
 
@@ -91,10 +93,10 @@ function isAllZero(bytes: Buffer): boolean {
   return bytes.equals(bytes.length === SPARSE_BLOCK ? ZEROS : ZEROS.subarray(0, bytes.length));
 }
 
-async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"], path: string, fresh: boolean): Promise<void> {
+async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"], path: string): Promise<void> {
   const temp = join(path, "..", `.${ownedName("out")}`);
   try {
-    await copyOut(context, digest, temp, !fresh);
+    await copyOut(context, digest, temp, !context.store.wroteThisRun(digest));
     await chmod(temp, 0o644);
     if (existsSync(path) && statSync(path).isDirectory()) await rm(path, { recursive: true });
     renameSync(temp, path);
@@ -104,17 +106,19 @@ async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"]
 }
 
 /**
- * Layer blobs are immutable and read-only in the store: the layout links to them (after a
- * verification) instead of copying; another filesystem gets a copy.
+ * Layer blobs are immutable and read-only in the store: the layout links to them instead of
+ * copying (another filesystem gets a copy). Either way, a layer this process did not write
+ * is read once to verify it.
  */
 async function linkOrCopy(context: BuildContext, digest: StoredArtifact["digest"], target: string): Promise<void> {
-  const source = context.store.contentPath(digest);
-  if ((await hashFile(source)) !== digest) throw new CorruptContentError(digest, "changed in the store");
+  const verify = !context.store.wroteThisRun(digest);
   try {
-    linkSync(source, target);
+    linkSync(context.store.contentPath(digest), target);
   } catch {
-    await copyOut(context, digest, target, true);
+    await copyOut(context, digest, target, verify);
+    return;
   }
+  if (verify && (await hashFile(target)) !== digest) throw new CorruptContentError(digest, "changed in the store");
 }
 
 /** A rootfs as an OCI image layout: `skopeo copy oci:out/NAME docker://...` pushes it. */

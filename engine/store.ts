@@ -31,6 +31,7 @@ export interface IndexEntry {
 
 export class Store {
   readonly tmp: string;
+  private readonly written = new Set<Digest>();
 
   private constructor(readonly dir: string) {
     this.tmp = join(dir, "tmp-osbuild");
@@ -40,6 +41,15 @@ export class Store {
     const store = new Store(dir);
     mkdirSync(store.tmp, { recursive: true });
     return store;
+  }
+
+  /**
+   * True when this process put the content into the store itself, under a digest computed
+   * from the bytes it wrote: no need to verify it again before use. Content that was already
+   * there (from an earlier build, or another process) is not.
+   */
+  wroteThisRun(digest: Digest): boolean {
+    return this.written.has(digest);
   }
 
   /** Where cacache keeps the bytes of this digest. Read-only. */
@@ -66,6 +76,7 @@ export class Store {
       await mkdir(dirname(target), { recursive: true });
       await chmod(file, 0o444);
       await rename(file, target);
+      this.written.add(finalDigest);
     }
     const indexKey = typeof key === "string" ? key : key(finalDigest);
     await cacache.index.insert(this.dir, indexKey, sriOf(finalDigest), { size, metadata });
