@@ -45,7 +45,7 @@ if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-loc
   npm ci --no-audit --no-fund
 fi
 
-newest_source=$(find index.ts engine stdlib formats bench tsconfig.json -newer dist/index.js -print -quit 2>/dev/null || echo rebuild)
+newest_source=$(find index.ts cli.ts engine stdlib formats bench tsconfig.json -newer dist/index.js -print -quit 2>/dev/null || echo rebuild)
 if [[ ! -f dist/index.js || -n $newest_source ]]; then
   echo "setup: compiling osbuild"
   npx tsc -p tsconfig.json
