@@ -388,7 +388,8 @@ export class Build {
   }
 }
 
-function neededSteps(graph: BuildGraph, roots: readonly string[]): Set<string> {
+/** The steps `roots` need: themselves and everything upstream of them. */
+export function neededSteps(graph: BuildGraph, roots: readonly string[]): Set<string> {
   const needed = new Set<string>();
   const pending = [...roots];
   while (pending.length > 0) {

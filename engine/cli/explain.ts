@@ -1,7 +1,7 @@
 // `osbuild explain STEP`: is the step cached, and if not, what changed since it was last
 // built: an option, a host file's content, an input artifact, a tool, the step's version.
 
-import { BuildContext, type BuildSettings, type HistoryRecord, type PreparedStep, type StoredArtifact } from "../build.js";
+import { BuildContext, neededSteps, type BuildSettings, type HistoryRecord, type PreparedStep, type StoredArtifact } from "../build.js";
 import type { DirectoryListing } from "../fingerprint.js";
 import type { LoadedConfig } from "../config/load.js";
 import { ConfigError, StepError, formatLocation } from "../errors.js";
@@ -20,7 +20,9 @@ export async function explainStep(config: LoadedConfig, requested: string, setti
   const out = (line: string): boolean => process.stdout.write(`${line}\n`);
 
   // Resolve the step's ancestors from the cache, in build order, without building anything.
+  const ancestors = neededSteps(graph, [stepId]);
   for (const id of graph.order) {
+    if (!ancestors.has(id)) continue;
     const step = graph.steps.get(id)!;
     let prepared;
     try {
