@@ -9,6 +9,8 @@ import { afterAll } from "vitest";
 
 export const REPO = fileURLToPath(new URL("..", import.meta.url));
 export const OSBUILD = join(REPO, "bin", "osbuild.js");
+/** osbuild's test agent, built by the global set-up (as scripts/setup.sh builds it). */
+export const AGENT = join(REPO, "build/agent/kata-agent");
 
 const created: string[] = [];
 afterAll(() => {
@@ -87,6 +89,11 @@ export function statuses(result: RunResult): Record<string, string> {
   const map: Record<string, string> = {};
   for (const event of result.events) if (event.type === "step") map[event.id as string] = event.status as string;
   return map;
+}
+
+/** The error of the failed step (of step `id`, when given) from a --json run. */
+export function failure(result: RunResult, id?: string): string {
+  return String(result.events.find((event) => event.type === "step" && event.status === "failed" && (id === undefined || event.id === id))?.error);
 }
 
 /** Runs a shell command, throwing with its output when it fails. */

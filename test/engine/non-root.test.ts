@@ -5,7 +5,7 @@
 import { chmodSync, cpSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { NOBODY, REPO, isRoot, osbuild, sh, tempDir, writeFiles } from "../helpers.js";
+import { AGENT, NOBODY, isRoot, osbuild, sh, tempDir, writeFiles } from "../helpers.js";
 
 const CONFIG = `import { chmodSync, writeFileSync } from "node:fs";
 import { defineConfig, defineStep, fetchBase, installAgent, mkCpio, mkExt4 } from "osbuild";
@@ -30,7 +30,7 @@ const privileged = defineStep({
 export default defineConfig({
   sourceDateEpoch: 1735689600,
   targets: () => {
-    const rootfs = installAgent(privileged(fetchBase({ directory: "./tree" })), { binary: ${JSON.stringify(join(REPO, "build/agent/kata-agent"))}, init: "agent", strip: false });
+    const rootfs = installAgent(privileged(fetchBase({ directory: "./tree" })), { binary: ${JSON.stringify(AGENT)}, init: "agent", strip: false });
     return { rootfs, initrd: mkCpio(rootfs), image: mkExt4(rootfs, { daxHeader: false }) };
   },
 });

@@ -7,9 +7,8 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseMbr } from "../../formats/mbr.js";
 import { parsePfnInfoBlock } from "../../formats/pfn.js";
-import { REPO, isRoot, osbuild, readAt, sh, tempDir, writeFiles, type RunResult, unpackOciLayout } from "../helpers.js";
+import { AGENT, isRoot, osbuild, readAt, type RunResult, sh, tempDir, unpackOciLayout, writeFiles } from "../helpers.js";
 
-const AGENT = join(REPO, "build/agent/kata-agent");
 const MARKER = "OSBUILD-TEST-AGENT";
 
 const config = (extra = ""): string => `import { defineConfig, fetchBase, installAgent, mkCpio, mkExt4, param, provision } from "osbuild";

@@ -7,11 +7,10 @@ import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync } from "
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET } from "../../stdlib/units.js";
-import { REPO, isRoot, osbuild, sh, statuses, tempDir, writeFiles, type RunResult } from "../helpers.js";
+import { AGENT, failure, isRoot, osbuild, REPO, type RunResult, sh, statuses, tempDir, writeFiles } from "../helpers.js";
 
 const DRACUT = join(REPO, "dist/stdlib/dracut.js");
 const FROM_INITRD = join(REPO, "dist/stdlib/from-initrd.js");
-const AGENT = join(REPO, "build/agent/kata-agent");
 const EPOCH = 1735689600;
 const KERNEL_VERSION = readdirSync("/lib/modules").find((name) => existsSync(join("/lib/modules", name, "modules.dep")));
 const KERNEL_IMAGE = KERNEL_VERSION && `/boot/vmlinuz-${KERNEL_VERSION}`;
@@ -34,10 +33,6 @@ export default defineConfig({
   },
 });
 `;
-
-function failure(result: RunResult, id?: string): string {
-  return String(result.events.find((event) => event.type === "step" && event.status === "failed" && (id === undefined || event.id === id))?.error);
-}
 
 /** Builds a config whose one target is `call` (a dracut(...) expression). */
 async function attempt(call: string, extra: Record<string, string | Buffer> = {}): Promise<RunResult> {

@@ -8,7 +8,7 @@ import { lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, writeFil
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { encodeNewcHeader, newcTrailer } from "../../formats/cpio.js";
-import { REPO, isRoot, osbuild, sh, statuses, tempDir, writeFiles, type RunResult, unpackOciLayout } from "../helpers.js";
+import { failure, isRoot, osbuild, REPO, type RunResult, sh, statuses, tempDir, unpackOciLayout, writeFiles } from "../helpers.js";
 
 const FROM_INITRD = join(REPO, "dist/stdlib/from-initrd.js");
 const EPOCH = 1735689600;
@@ -82,10 +82,6 @@ function describeTree(root: string): Record<string, string> {
   walk("");
   for (const names of inodes.values()) for (const name of names) result[name] += ` links=${names.join(",")}`;
   return result;
-}
-
-function failure(result: RunResult, id: string): string {
-  return String(result.events.find((event) => event.type === "step" && event.id === id && event.status === "failed")?.error);
 }
 
 describe.runIf(isRoot)("fromInitrd", () => {

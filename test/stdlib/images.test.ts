@@ -6,9 +6,8 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseGpt } from "../../formats/gpt.js";
 import { parseMbr } from "../../formats/mbr.js";
-import { REPO, osbuild, readAt, sh, tempDir, writeFiles, type RunResult } from "../helpers.js";
+import { AGENT, failure, osbuild, readAt, type RunResult, sh, tempDir, writeFiles } from "../helpers.js";
 
-const AGENT = join(REPO, "build/agent/kata-agent");
 
 const CONFIG = `import { defineConfig, fetchBase, installAgent, mkExt4, mkVerityImage } from "osbuild";
 
@@ -113,6 +112,6 @@ export default defineConfig(() => ({ image: mkExt4(fetchBase({ directory: "./tre
     });
     const small = await osbuild(["run", "--json", "--cache-dir", join(dir, "cache")], { cwd: dir });
     expect(small.code).toBe(1);
-    expect(String(small.events.find((event) => event.type === "step" && event.status === "failed")?.error)).toMatch(/^sizeMiB 1 is too small: the rootfs needs at least \d+ MiB$/);
+    expect(failure(small)).toMatch(/^sizeMiB 1 is too small: the rootfs needs at least \d+ MiB$/);
   });
 });

@@ -8,9 +8,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET } from "../../stdlib/units.js";
 import { pushOciLayout, startRegistry, type TestRegistry } from "../oci-registry-harness.js";
-import { NOBODY, REPO, isRoot, osbuild, sh, statuses, tempDir, writeFiles, type RunResult } from "../helpers.js";
+import { AGENT, failure, isRoot, NOBODY, osbuild, REPO, type RunResult, sh, statuses, tempDir, writeFiles } from "../helpers.js";
 
-const AGENT = join(REPO, "build/agent/kata-agent");
 const EPOCH = 1735689600;
 
 const CONFIG = `import { defineConfig, fetchBase, installAgent, mkCpio, param, provision } from "osbuild";
@@ -364,7 +363,6 @@ export default defineConfig({ sourceDateEpoch: ${EPOCH}, targets: () => ({ rootf
       });
       return run([], dir);
     };
-    const failure = (result: RunResult): string => String(result.events.find((event) => event.type === "step" && event.status === "failed")?.error);
 
     it("unknown distro or release: a config error at the call", async () => {
       const distro = await attempt(`fetchBase({ distro: "gentoo" as "debian" })`);

@@ -5,9 +5,8 @@
 import { copyFileSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { REPO, isRoot, osbuild, sh, statuses, tempDir, writeFiles, type RunResult, unpackOciLayout } from "../helpers.js";
+import { AGENT, failure, isRoot, osbuild, type RunResult, sh, statuses, tempDir, unpackOciLayout, writeFiles } from "../helpers.js";
 
-const AGENT = join(REPO, "build/agent/kata-agent");
 
 /** A tree with busybox as /bin/sh and the few files provision edits. */
 function busyboxProject(config: string): string {
@@ -31,7 +30,6 @@ function busyboxProject(config: string): string {
 }
 
 const run = (dir: string, args: string[] = []): Promise<RunResult> => osbuild(["run", "--json", "--cache-dir", join(dir, "cache"), ...args], { cwd: dir });
-const failure = (result: RunResult): string => String(result.events.find((event) => event.type === "step" && event.status === "failed")?.error);
 
 describe("steps on a small rootfs", () => {
   describe("run, the agent tarball and provision's options", () => {
