@@ -4,8 +4,7 @@
 import type { FileEntry, RootfsInput } from "../engine/index.js";
 import { OSBUILDER_YAML_PATH } from "./facts.js";
 import { agentIsInit } from "./osbuilder-yaml.js";
-
-const SYSTEMD_PATHS = ["usr/lib/systemd/systemd", "lib/systemd/systemd"];
+import { SYSTEMD_PATHS } from "./units.js";
 
 /**
  * Returns what is wrong with the rootfs as a bootable Kata guest, or undefined. `checks`:

@@ -38,7 +38,7 @@ import { checkAgentBinary } from "./agent-binary.js";
 import type { InitSystem } from "./fetch-base.js";
 import { OSBUILDER_YAML_PATH } from "./facts.js";
 import { osbuilderYaml } from "./osbuilder-yaml.js";
-import { KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET, TMP_MOUNT } from "./units.js";
+import { AGENT_PATH, AGENT_UNIT_LINKS, KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET, SYSTEMD_PATHS, TMP_MOUNT, UNIT_DIR } from "./units.js";
 
 export interface DracutOptions {
   /** The kata-agent binary on the host (for this machine's architecture). */
@@ -56,10 +56,7 @@ export interface DracutOptions {
 /** Names as osbuilder's Makefile has them; relative, so the image's recorded command line is the same everywhere. */
 const OVERLAY_DIR = "dracut_overlay";
 const CONF_DIR = "dracut.conf.d";
-const AGENT_PATH = "usr/bin/kata-agent";
-const UNIT_DIR = "usr/lib/systemd/system";
 const DEFAULT_MODULES_DIR = "/lib/modules";
-const SYSTEMD_PATHS = ["usr/lib/systemd/systemd", "lib/systemd/systemd"];
 
 /** osbuilder's dracut.conf.d/05-base.conf, setting for setting. */
 const BASE_CONF = `# osbuild: dracut settings of osbuilder's dracut build method
@@ -200,8 +197,7 @@ function writeOverlay(root: string, options: DracutOptions, ctx: Ctx): void {
     file(`${UNIT_DIR}/kata-containers.target`, KATA_CONTAINERS_TARGET);
     // rootfs.sh installs its own tmp.mount when the overlay has none (it never has one here).
     file("etc/systemd/system/tmp.mount", TMP_MOUNT);
-    link("etc/systemd/system/basic.target.wants/kata-containers.target", `/${UNIT_DIR}/kata-containers.target`);
-    link("etc/systemd/system/kata-containers.target.wants/dbus.socket", `/${UNIT_DIR}/dbus.socket`);
+    for (const [path, target] of AGENT_UNIT_LINKS) link(path, target);
   }
   // `echo $(DRACUT_KMODULES) | tr " " "\n"`: one module a line, a lone newline for none.
   file("etc/modules-load.d/kata-modules.conf", `${(options.drivers ?? []).join("\n")}\n`);

@@ -9,7 +9,7 @@ import { checkAgentBinary } from "./agent-binary.js";
 import type { InitSystem } from "./fetch-base.js";
 import { OSBUILDER_YAML_PATH, readBaseFacts } from "./facts.js";
 import { osbuilderYaml } from "./osbuilder-yaml.js";
-import { KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET, TMP_MOUNT } from "./units.js";
+import { AGENT_PATH, AGENT_UNIT_LINKS, KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET, SYSTEMD_PATHS, TMP_MOUNT, UNIT_DIR } from "./units.js";
 
 export interface InstallAgentOptions {
   /** A kata-agent binary on the host. */
@@ -25,10 +25,6 @@ export interface InstallAgentOptions {
   /** Confidential guest: kata-containers.target also requires systemd-remount-fs (see provision's fstab line). */
   confidential?: boolean;
 }
-
-const AGENT_PATH = "usr/bin/kata-agent";
-const UNIT_DIR = "usr/lib/systemd/system";
-const SYSTEMD_PATHS = ["usr/lib/systemd/systemd", "lib/systemd/systemd"];
 
 export const installAgent = defineStep({
   kind: "install-agent",
@@ -111,8 +107,7 @@ function installSystemdUnits(tree: Tree, confidential: boolean): void {
     else writeFileSync(target, TMP_MOUNT);
     chmodSync(target, 0o644);
   }
-  link(tree, "etc/systemd/system/basic.target.wants/kata-containers.target", `/${UNIT_DIR}/kata-containers.target`);
-  link(tree, "etc/systemd/system/kata-containers.target.wants/dbus.socket", `/${UNIT_DIR}/dbus.socket`);
+  for (const [path, target] of AGENT_UNIT_LINKS) link(tree, path, target);
 }
 
 /** ln -sf TARGET PATH inside the tree. */

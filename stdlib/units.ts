@@ -1,6 +1,19 @@
 // The systemd units osbuilder installs with systemd as init, as Kata ships them
 // (src/agent/kata-agent.service.in with BINDIR=/usr/bin, src/agent/kata-containers.target),
-// and rootfs.sh's fallback tmp.mount for distros whose systemd has none.
+// and rootfs.sh's fallback tmp.mount for distros whose systemd has none; where they and the
+// agent go in the guest (paths relative to the rootfs).
+
+/** Where osbuilder installs the agent. */
+export const AGENT_PATH = "usr/bin/kata-agent";
+/** Where osbuilder installs the units. */
+export const UNIT_DIR = "usr/lib/systemd/system";
+/** Where a distro's systemd binary is (either). */
+export const SYSTEMD_PATHS = ["usr/lib/systemd/systemd", "lib/systemd/systemd"] as const;
+/** rootfs.sh's links that have systemd start the agent: [link, target]. */
+export const AGENT_UNIT_LINKS: ReadonlyArray<readonly [string, string]> = [
+  ["etc/systemd/system/basic.target.wants/kata-containers.target", `/${UNIT_DIR}/kata-containers.target`],
+  ["etc/systemd/system/kata-containers.target.wants/dbus.socket", `/${UNIT_DIR}/dbus.socket`],
+];
 
 export const KATA_AGENT_SERVICE = `#
 # Copyright (c) 2018-2019 Intel Corporation
