@@ -35,6 +35,8 @@ export interface Ext4Geometry {
   firstInode: number;
   metadataCsum: boolean;
   checksumSeed: number;
+  /** Bytes per group descriptor: 64 with the 64bit feature, else 32. */
+  descriptorSize: number;
 }
 
 function readExact(fd: number, length: number, position: number): Buffer {
@@ -67,6 +69,7 @@ export function readGeometry(fd: number, fsOffset: number): Ext4Geometry {
     firstInode: sb.readUInt32LE(84),
     metadataCsum,
     checksumSeed,
+    descriptorSize: incompat & INCOMPAT_64BIT ? sb.readUInt16LE(0xfe) : 32,
   };
 }
 
@@ -76,8 +79,7 @@ export function readGeometry(fd: number, fsOffset: number): Ext4Geometry {
  */
 export function setInodeTimesToMtime(fd: number, fsOffset: number): number {
   const geometry = readGeometry(fd, fsOffset);
-  const sb = readExact(fd, 1024, fsOffset + SUPERBLOCK_OFFSET);
-  const descriptorSize = sb.readUInt32LE(96) & INCOMPAT_64BIT ? sb.readUInt16LE(0xfe) : 32;
+  const descriptorSize = geometry.descriptorSize;
   const descriptorsAt = fsOffset + (geometry.blockSize === 1024 ? 2 : 1) * geometry.blockSize;
   const descriptors = readExact(fd, geometry.groups * descriptorSize, descriptorsAt);
   let changed = 0;
