@@ -1,19 +1,13 @@
 // cpio "newc" (SVR4 without CRC), the format the kernel unpacks an initramfs from.
 // See Linux usr/gen_init_cpio.c and Documentation/driver-api/early-userspace/buffer-format.rst.
 
+import { FILE_TYPE_BITS, modeOf } from "./mode.js";
+
 export const NEWC_MAGIC = "070701";
 export const TRAILER_NAME = "TRAILER!!!";
 
-const S_IFMT = {
-  file: 0o100000,
-  dir: 0o040000,
-  symlink: 0o120000,
-  char: 0o020000,
-  block: 0o060000,
-  fifo: 0o010000,
-} as const;
 
-export type CpioType = keyof typeof S_IFMT;
+export type CpioType = keyof typeof FILE_TYPE_BITS;
 
 export interface CpioEntry {
   /** Path as stored, e.g. "usr/bin/env" or "." for the root. */
@@ -37,7 +31,7 @@ export function encodeNewcHeader(entry: CpioEntry): Buffer {
   const name = Buffer.from(`${entry.name}\0`, "utf8");
   const fields = [
     entry.ino,
-    S_IFMT[entry.type] | (entry.mode & 0o7777),
+    modeOf(entry.type, entry.mode),
     entry.uid,
     entry.gid,
     entry.nlink,
@@ -97,7 +91,7 @@ export function parseNewc(archive: Buffer): ParsedNewcEntry[] {
     offset = dataOffset + size + newcPadding(size);
     if (name === TRAILER_NAME) continue;
     const format = mode & 0o170000;
-    const type = (Object.entries(S_IFMT).find(([, bits]) => bits === format)?.[0] ?? "file") as CpioType;
+    const type = (Object.entries(FILE_TYPE_BITS).find(([, bits]) => bits === format)?.[0] ?? "file") as CpioType;
     entries.push({
       name,
       type,
@@ -380,7 +374,7 @@ export class CpioParser {
 function typeOfMode(mode: number): CpioHeaderType | undefined {
   const format = mode & 0o170000;
   if (format === S_IFSOCK) return "socket";
-  return (Object.entries(S_IFMT).find(([, bits]) => bits === format)?.[0] as CpioType | undefined) ?? undefined;
+  return (Object.entries(FILE_TYPE_BITS).find(([, bits]) => bits === format)?.[0] as CpioType | undefined) ?? undefined;
 }
 
 /** Field `index` (0 = c_ino … 12 = c_check) of the header at the start of `block`. */

@@ -21,6 +21,7 @@ import { closeSync, openSync, readSync, rmSync, statSync, writeSync } from "node
 import { join } from "node:path";
 import type { ExecOptions, ExecResult, FileEntry } from "../../engine/index.js";
 import { crc32cUpdate } from "../../formats/crc32c.js";
+import { FILE_TYPE_BITS, modeOf } from "../../formats/mode.js";
 import { copyIntoImage } from "./sparse.js";
 
 type Exec = (command: string, args: readonly string[], options?: ExecOptions) => Promise<ExecResult>;
@@ -89,7 +90,6 @@ const LAYOUT_FLAT_PLAIN = 0;
 const LAYOUT_FLAT_INLINE = 2;
 const DIRENT_SIZE = 12;
 const FILE_TYPES: Record<Exclude<FileEntry["type"], "hardlink">, number> = { file: 1, dir: 2, char: 3, block: 4, fifo: 5, symlink: 7 };
-const TYPE_BITS: Record<Exclude<FileEntry["type"], "hardlink">, number> = { file: 0o100000, dir: 0o040000, symlink: 0o120000, char: 0o020000, block: 0o060000, fifo: 0o010000 };
 
 interface Inode {
   offset: number;
@@ -230,13 +230,13 @@ class ErofsImage {
     const inode = this.inode(nid);
     const isDevice = meta.type === "char" || meta.type === "block";
     const wasType = inode.mode & 0o170000;
-    if (wasType !== TYPE_BITS[meta.type]) {
+    if (wasType !== FILE_TYPE_BITS[meta.type]) {
       // Only a placeholder becomes something else: an empty regular file stored flat.
-      const placeholder = wasType === TYPE_BITS.file && inode.size === 0 && inode.layout === LAYOUT_FLAT_PLAIN && (isDevice || meta.type === "fifo");
+      const placeholder = wasType === FILE_TYPE_BITS.file && inode.size === 0 && inode.layout === LAYOUT_FLAT_PLAIN && (isDevice || meta.type === "fifo");
       if (!placeholder) throw new Error(`erofs: '${path}' is a ${meta.type} in the layers but not in the tree mkfs.erofs read`);
     }
     const mode = Buffer.alloc(2);
-    mode.writeUInt16LE(TYPE_BITS[meta.type] | (meta.mode & 0o7777));
+    mode.writeUInt16LE(modeOf(meta.type, meta.mode));
     this.write(inode.offset + 4, mode);
     if (isDevice || meta.type === "fifo") {
       const device = Buffer.alloc(4);

@@ -8,6 +8,7 @@ import { closeSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ExecOptions, ExecResult, FileEntry } from "../../engine/index.js";
 import { setInodeTimesToMtime } from "../../formats/ext4.js";
+import { modeOf } from "../../formats/mode.js";
 
 const BLOCK = 4096;
 const INODE_SIZE = 256;
@@ -158,7 +159,7 @@ function ownershipScript(entries: readonly FileEntry[], workDir: string): string
       lines.push(`rm ${path}`, `cd ${quote(`/${entry.path.slice(0, Math.max(slash, 0))}`)}`, `mknod ${name} ${entry.type === "char" ? "c" : "b"} ${entry.devMajor ?? 0} ${entry.devMinor ?? 0}`, "cd /");
     }
     lines.push(`sif ${path} uid ${entry.uid}`, `sif ${path} gid ${entry.gid}`);
-    if (entry.type !== "symlink") lines.push(`sif ${path} mode 0${(typeMode(entry.type) | entry.mode).toString(8)}`);
+    if (entry.type !== "symlink") lines.push(`sif ${path} mode 0${modeOf(entry.type, entry.mode).toString(8)}`);
     for (const [name, value] of Object.entries(entry.xattrs ?? {})) {
       const file = join(workDir, `xattr-${xattrFiles++}`);
       writeFileSync(file, value);
@@ -168,10 +169,6 @@ function ownershipScript(entries: readonly FileEntry[], workDir: string): string
     lines.push(`sif ${path} mtime @${entry.mtime}`);
   }
   return `${lines.join("\n")}\n`;
-}
-
-function typeMode(type: FileEntry["type"]): number {
-  return { file: 0o100000, dir: 0o040000, symlink: 0o120000, hardlink: 0o100000, char: 0o020000, block: 0o060000, fifo: 0o010000 }[type];
 }
 
 function quote(path: string): string {

@@ -22,6 +22,7 @@ import { rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { copyIntoImage } from "./sparse.js";
 import { join } from "node:path";
 import type { ExecOptions, ExecResult, FileEntry } from "../../engine/index.js";
+import { modeOf } from "../../formats/mode.js";
 
 type Exec = (command: string, args: readonly string[], options?: ExecOptions) => Promise<ExecResult>;
 
@@ -407,7 +408,7 @@ function fixupCommands(entries: readonly FileEntry[], inodes: InodeMap, time: nu
       // xattrs keep the order they were added in.
       commands.push(`attr_set ${namespace} -v ${value.length} ${bare}`, `write a.sfattr.list[${index}].value #${value.toString("hex")}`);
     });
-    if (entry.mode & 0o1000) commands.push(`write core.mode 0${(TYPE_BITS[entry.type] | (entry.mode & 0o7777)).toString(8)}`);
+    if (entry.mode & 0o1000) commands.push(`write core.mode 0${modeOf(entry.type, entry.mode).toString(8)}`);
     setTimes(inode, entry.mtime); // (selects the inode again: harmless)
   }
   return commands;
@@ -415,7 +416,6 @@ function fixupCommands(entries: readonly FileEntry[], inodes: InodeMap, time: nu
 
 const XATTR_NAMESPACES: Record<string, string> = { user: "-u", trusted: "-r", security: "-s" };
 
-const TYPE_BITS: Record<FileEntry["type"], number> = { file: 0o100000, dir: 0o040000, symlink: 0o120000, hardlink: 0o100000, char: 0o020000, block: 0o060000, fifo: 0o010000 };
 
 /**
  * The raw on-disk value of a bigtime timestamp: nanoseconds since 1901-12-13 (the Unix epoch
