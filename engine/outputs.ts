@@ -6,6 +6,7 @@ import { createReadStream, existsSync, linkSync, mkdirSync, readFileSync, rename
 import { chmod, mkdir, open, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { MEDIA_TYPES, OCI_LAYOUT, imageConfig, imageIndex, imageManifest, type Descriptor } from "../formats/oci.js";
+import { isAllZero } from "../formats/io.js";
 import type { BuildContext, StoredArtifact } from "./build.js";
 import type { EventSink } from "./events.js";
 import { CorruptContentError } from "./errors.js";
@@ -86,12 +87,6 @@ async function copyOut(context: BuildContext, digest: StoredArtifact["digest"], 
 }
 
 const SPARSE_BLOCK = 64 * 1024;
-
-const ZEROS = Buffer.alloc(SPARSE_BLOCK);
-
-function isAllZero(bytes: Buffer): boolean {
-  return bytes.equals(bytes.length === SPARSE_BLOCK ? ZEROS : ZEROS.subarray(0, bytes.length));
-}
 
 async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"], path: string): Promise<void> {
   const temp = join(path, "..", `.${ownedName("out")}`);

@@ -3,8 +3,8 @@
 // it reads; no one can set a host file's ctime, so they are made equal to the mtime here,
 // which comes from the layers. (See Documentation/filesystems/ext4/ in Linux.)
 
-import { readSync, writeSync } from "node:fs";
 import { crc32cUpdate } from "./crc32c.js";
+import { readExact, writeAll } from "./io.js";
 
 const SUPERBLOCK_OFFSET = 1024;
 const EXT4_MAGIC = 0xef53;
@@ -39,19 +39,8 @@ export interface Ext4Geometry {
   descriptorSize: number;
 }
 
-function readExact(fd: number, length: number, position: number): Buffer {
-  const buffer = Buffer.alloc(length);
-  let done = 0;
-  while (done < length) {
-    const read = readSync(fd, buffer, done, length - done, position + done);
-    if (read === 0) throw new Error(`ext4: unexpected end of image at byte ${position + done}`);
-    done += read;
-  }
-  return buffer;
-}
-
 export function readGeometry(fd: number, fsOffset: number): Ext4Geometry {
-  const sb = readExact(fd, 1024, fsOffset + SUPERBLOCK_OFFSET);
+  const sb = readExact(fd, fsOffset + SUPERBLOCK_OFFSET, 1024, "ext4");
   if (sb.readUInt16LE(56) !== EXT4_MAGIC) throw new Error(`no ext4 superblock at byte ${fsOffset + SUPERBLOCK_OFFSET}`);
   const incompat = sb.readUInt32LE(96);
   const roCompat = sb.readUInt32LE(100);
@@ -81,7 +70,7 @@ export function setInodeTimesToMtime(fd: number, fsOffset: number): number {
   const geometry = readGeometry(fd, fsOffset);
   const descriptorSize = geometry.descriptorSize;
   const descriptorsAt = fsOffset + (geometry.blockSize === 1024 ? 2 : 1) * geometry.blockSize;
-  const descriptors = readExact(fd, geometry.groups * descriptorSize, descriptorsAt);
+  const descriptors = readExact(fd, descriptorsAt, geometry.groups * descriptorSize, "ext4");
   let changed = 0;
   for (let group = 0; group < geometry.groups; group++) {
     const descriptor = descriptors.subarray(group * descriptorSize, (group + 1) * descriptorSize);
@@ -90,7 +79,7 @@ export function setInodeTimesToMtime(fd: number, fsOffset: number): number {
     const used = geometry.inodesPerGroup - unused;
     if (used <= 0) continue;
     const tableAt = fsOffset + tableBlock * geometry.blockSize;
-    const table = readExact(fd, used * geometry.inodeSize, tableAt);
+    const table = readExact(fd, tableAt, used * geometry.inodeSize, "ext4");
     let dirty = false;
     for (let index = 0; index < used; index++) {
       const number = group * geometry.inodesPerGroup + index + 1;
@@ -112,10 +101,7 @@ export function setInodeTimesToMtime(fd: number, fsOffset: number): number {
       dirty = true;
       changed++;
     }
-    if (dirty) {
-      let done = 0;
-      while (done < table.length) done += writeSync(fd, table, done, table.length - done, tableAt + done);
-    }
+    if (dirty) writeAll(fd, table, tableAt);
   }
   return changed;
 }

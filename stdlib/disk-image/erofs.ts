@@ -17,10 +17,11 @@
 // refused), and an owner above 65535 needs the 64-byte inode form, which mkfs.erofs makes
 // only from the tree's own owners (without root, such an owner is refused).
 
-import { closeSync, openSync, readSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, openSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { ExecOptions, ExecResult, FileEntry } from "../../engine/index.js";
 import { crc32cUpdate } from "../../formats/crc32c.js";
+import { readExact, writeAll } from "../../formats/io.js";
 import { FILE_TYPE_BITS, modeOf } from "../../formats/mode.js";
 import { copyIntoImage } from "./sparse.js";
 
@@ -154,19 +155,11 @@ class ErofsImage {
   }
 
   read(offset: number, length: number): Buffer {
-    const buffer = Buffer.alloc(length);
-    let done = 0;
-    while (done < length) {
-      const read = readSync(this.fd, buffer, done, length - done, offset + done);
-      if (read === 0) throw new Error(`erofs: the image ends before byte ${offset + length}`);
-      done += read;
-    }
-    return buffer;
+    return readExact(this.fd, offset, length, "erofs");
   }
 
   write(offset: number, data: Buffer): void {
-    let done = 0;
-    while (done < data.length) done += writeSync(this.fd, data, done, data.length - done, offset + done);
+    writeAll(this.fd, data, offset);
   }
 
   inode(nid: number): Inode {

@@ -8,10 +8,11 @@
 // virtio-blk reads MBR #1; the guest's NVDIMM driver honours the PFN block and sees the
 // inner disk from 2 MiB, where MBR #2 puts the same filesystem 2 MiB-aligned for DAX.
 
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { encodeGpt, LINUX_FILESYSTEM_GUID } from "../../formats/gpt.js";
 import { encodeMbr, MBR_TYPE_LINUX, SECTOR_SIZE } from "../../formats/mbr.js";
 import { encodePfnInfoBlock, KATA_DAX_ALIGNMENT, KATA_DAX_HEADER_SIZE, PFN_INFO_OFFSET } from "../../formats/pfn.js";
+import { writeAll } from "../../formats/io.js";
 
 const MiB = 1024 * 1024;
 
@@ -71,10 +72,7 @@ export function planLayout(request: LayoutRequest): DiskLayout {
 export function writePartitionTables(file: string, layout: DiskLayout, ids: { diskGuid: string; partitionGuids: string[]; diskSignature: number }): void {
   const fd = openSync(file, "r+");
   try {
-    const write = (data: Buffer, offset: number): void => {
-      let done = 0;
-      while (done < data.length) done += writeSync(fd, data, done, data.length - done, offset + done);
-    };
+    const write = (data: Buffer, offset: number): void => writeAll(fd, data, offset);
     const sectors = (bytes: number): number => bytes / SECTOR_SIZE;
     const parts = [{ offset: layout.filesystemOffset, bytes: layout.filesystemBytes }];
     if (layout.hashOffset !== undefined && layout.hashBytes !== undefined) parts.push({ offset: layout.hashOffset, bytes: layout.hashBytes });

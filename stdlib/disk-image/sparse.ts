@@ -1,8 +1,9 @@
 // Sparse copies: a filesystem built in a file of its own goes into the disk image at its
 // partition's offset without writing its runs of zeros, so the image stays sparse.
 
-import { closeSync, constants, fstatSync, ftruncateSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, readSync } from "node:fs";
 
+import { isAllZero, writeAll } from "../../formats/io.js";
 const MiB = 1024 * 1024;
 
 /**
@@ -35,19 +36,6 @@ export function copyIntoImage(source: string, image: string, offset: number): nu
 }
 
 const SPARSE_BLOCK = 64 * 1024;
-
-function writeAll(fd: number, data: Buffer, position: number): void {
-  let done = 0;
-  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
-}
-
-function isAllZero(bytes: Buffer): boolean {
-  const words = Math.floor(bytes.length / 8);
-  for (let i = 0; i < words; i++) if (bytes.readBigUInt64LE(i * 8) !== 0n) return false;
-  for (let i = words * 8; i < bytes.length; i++) if (bytes[i] !== 0) return false;
-  return true;
-}
-
 
 /** Copies `length` bytes at `offset` of `image` into a new file, sparse. */
 export function copyOutOfImage(image: string, offset: number, length: number, target: string): void {
