@@ -5,6 +5,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { defineStep } from "../engine/index.js";
+import { builtinModules, kernelVersionProblem, moduleName } from "./kernel-modules.js";
 
 export interface AddKernelModulesOptions {
   /** /lib/modules/<version> of a kernel build, or a directory holding <version>/. */
@@ -26,7 +27,8 @@ export const addKernelModules = defineStep({
   hostPaths: ["from"],
   tools: [{ command: "depmod", versionArgs: ["--version"], package: "kmod" }],
   validate(options: AddKernelModulesOptions) {
-    if (!/^[A-Za-z0-9._+-]+$/.test(options.kernelVersion ?? "")) return `kernelVersion must look like \`uname -r\` (e.g. 6.1.0-56-amd64), got ${JSON.stringify(options.kernelVersion)}`;
+    const versionProblem = kernelVersionProblem(options.kernelVersion);
+    if (versionProblem) return versionProblem;
     if (options.modules?.length === 0) return "modules is empty: leave it out to copy every module";
     return undefined;
   },
@@ -95,11 +97,7 @@ function selectModules(source: string, names: readonly string[], fail: (message:
     deps.set(file, line.slice(colon + 1).trim().split(/\s+/).filter(Boolean));
     byName.set(moduleName(file), file);
   }
-  const builtin = new Set(
-    existsSync(join(source, "modules.builtin"))
-      ? readFileSync(join(source, "modules.builtin"), "utf8").split("\n").filter(Boolean).map(moduleName)
-      : [],
-  );
+  const builtin = builtinModules(source);
   const selected = new Set<string>();
   const visit = (file: string): void => {
     if (selected.has(file)) return;
@@ -116,9 +114,4 @@ function selectModules(source: string, names: readonly string[], fail: (message:
     }
   }
   return [...selected].sort();
-}
-
-/** "kernel/drivers/block/virtio_blk.ko.xz" → "virtio_blk" (modprobe treats - and _ alike). */
-function moduleName(file: string): string {
-  return file.slice(file.lastIndexOf("/") + 1).replace(/\.ko(\.(xz|zst|gz))?$/, "").replace(/-/g, "_");
 }

@@ -37,6 +37,8 @@ import { CpioParser, type CpioHeaderType } from "../formats/cpio.js";
 import { checkAgentBinary } from "./agent-binary.js";
 import type { InitSystem } from "./fetch-base.js";
 import { OSBUILDER_YAML_PATH } from "./facts.js";
+import { builtinModules, kernelVersionProblem, moduleName } from "./kernel-modules.js";
+import { osReleaseValue } from "./os-release.js";
 import { osbuilderYaml } from "./osbuilder-yaml.js";
 import { AGENT_PATH, AGENT_UNIT_LINKS, KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET, SYSTEMD_PATHS, TMP_MOUNT, UNIT_DIR } from "./units.js";
 
@@ -86,9 +88,8 @@ export const dracut = defineStep({
   validate(options: DracutOptions) {
     if (typeof options.agent !== "string" || options.agent === "") return "agent must be the path of a kata-agent binary";
     if (options.init !== "agent" && options.init !== "systemd") return `init must be "agent" or "systemd", got ${JSON.stringify(options.init)}`;
-    if (options.kernelVersion !== undefined && !/^[A-Za-z0-9._+-]+$/.test(options.kernelVersion)) {
-      return `kernelVersion must look like \`uname -r\` (e.g. 6.1.0-56-amd64), got ${JSON.stringify(options.kernelVersion)}`;
-    }
+    const versionProblem = options.kernelVersion === undefined ? undefined : kernelVersionProblem(options.kernelVersion);
+    if (versionProblem) return versionProblem;
     const bad = (options.drivers ?? []).find((name) => !/^[A-Za-z0-9_-]+$/.test(name));
     if (bad !== undefined) return `drivers are kernel module names as modprobe takes them (e.g. virtio_blk), got ${JSON.stringify(bad)}`;
     if (options.kernelVersion === undefined && (options.drivers?.length ?? 0) > 0) {
@@ -239,7 +240,7 @@ function hostOsRelease(): { name: string; version: string } {
       /* try the next */
     }
   }
-  const value = (key: string): string => (new RegExp(`^${key}=(.*)$`, "m").exec(text)?.[1] ?? "").replace(/^"|"$/g, "");
+  const value = (key: string): string => osReleaseValue(text, key);
   return { name: value("ID") || "unknown", version: value("VERSION_ID") || value("VERSION_CODENAME") || "unknown" };
 }
 
@@ -283,15 +284,11 @@ async function checkImage(output: string, init: InitSystem, kernel: { version: s
   if (kernel === undefined || drivers.length === 0) return;
 
   // Module files in the image, by name with "-" read as "_" (as modprobe does).
-  const moduleName = (path: string): string | undefined => /\/([^/]+)\.ko(\.(xz|zst|gz))?$/.exec(path)?.[1]?.replace(/-/g, "_");
   const present = new Set<string>();
-  for (const [path, entry] of entries) if (entry.type === "file" && path.includes(`/modules/${kernel.version}/`)) present.add(moduleName(path) ?? "");
-  const builtin = new Set<string>();
-  try {
-    for (const line of readFileSync(join(kernel.dir, "modules.builtin"), "utf8").split("\n")) if (line) builtin.add(moduleName(`/${line}`) ?? "");
-  } catch {
-    /* no list: every driver must be a module */
+  for (const [path, entry] of entries) {
+    if (entry.type === "file" && path.includes(`/modules/${kernel.version}/`) && /\.ko(\.(xz|zst|gz))?$/.test(path)) present.add(moduleName(path));
   }
+  const builtin = builtinModules(kernel.dir); // none listed: every driver must be a module
   for (const driver of drivers) {
     const name = driver.replace(/-/g, "_");
     if (!present.has(name) && !builtin.has(name)) {

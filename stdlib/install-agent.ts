@@ -8,6 +8,7 @@ import { defineStep, type Tree } from "../engine/index.js";
 import { checkAgentBinary } from "./agent-binary.js";
 import type { InitSystem } from "./fetch-base.js";
 import { OSBUILDER_YAML_PATH, readBaseFacts } from "./facts.js";
+import { osReleaseValue } from "./os-release.js";
 import { osbuilderYaml } from "./osbuilder-yaml.js";
 import { AGENT_PATH, AGENT_UNIT_LINKS, KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET, SYSTEMD_PATHS, TMP_MOUNT, UNIT_DIR } from "./units.js";
 
@@ -135,6 +136,6 @@ function osRelease(tree: Tree): { name: string; version: string; packages: { def
   } catch {
     /* none */
   }
-  const value = (key: string): string => (new RegExp(`^${key}=(.*)$`, "m").exec(text)?.[1] ?? "").replace(/^"|"$/g, "");
+  const value = (key: string): string => osReleaseValue(text, key);
   return { name: value("ID") || "unknown", version: value("VERSION_CODENAME") || value("VERSION_ID") || "unknown", packages: { default: [], extra: [] } };
 }
