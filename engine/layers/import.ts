@@ -8,6 +8,7 @@ import { once } from "node:events";
 import { pipeline } from "node:stream/promises";
 import { Writable, type Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
+import { compressionOf, type Compression } from "../../formats/compression.js";
 import { TarParser, type TarHeader } from "../../formats/tar.js";
 import { parentOf, type MergedView } from "./merge.js";
 import { type TocEntry, type TocFile, tocEntryFromHeader, isFile, sortByPath } from "./toc.js";
@@ -29,9 +30,7 @@ export interface SpooledEntry {
   offset: number;
 }
 
-type Compression = "none" | "gzip" | "zstd" | "xz" | "bzip2";
-
-export function detectCompression(path: string): Compression {
+function detectCompression(path: string): Compression {
   const fd = openSync(path, "r");
   const magic = Buffer.alloc(6);
   try {
@@ -39,11 +38,7 @@ export function detectCompression(path: string): Compression {
   } finally {
     closeSync(fd);
   }
-  if (magic[0] === 0x1f && magic[1] === 0x8b) return "gzip";
-  if (magic.readUInt32LE(0) === 0xfd2fb528) return "zstd";
-  if (magic.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return "xz";
-  if (magic.subarray(0, 3).toString("latin1") === "BZh") return "bzip2";
-  return "none";
+  return compressionOf(magic);
 }
 
 /** The archive's tar bytes, decompressed with zlib or the zstd/xz/bzip2 programs. */

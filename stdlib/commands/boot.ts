@@ -7,6 +7,7 @@ import { ConfigError, defineCommand, type CommandContext } from "../../engine/in
 import { addKernelModules } from "../add-kernel-modules.js";
 import { fetchBase } from "../fetch-base.js";
 import { mkCpio } from "../mk-cpio.js";
+import { compressionOf } from "../../formats/compression.js";
 import { parseMbr } from "../../formats/mbr.js";
 import { BOOT_MODULES, writeBootTree } from "../boot/boot-initrd.js";
 import { runQemu, type QemuBoot } from "../boot/qemu.js";
@@ -120,7 +121,7 @@ function detectKind(file: string): "initrd" | "disk" {
     closeSync(fd);
   }
   const magic = head.subarray(0, 6).toString("latin1");
-  if ((head[0] === 0x1f && head[1] === 0x8b) || head.readUInt32LE(0) === 0xfd2fb528 || magic === "070701" || magic.startsWith("\xfd7zXZ")) return "initrd";
+  if (["gzip", "zstd", "xz"].includes(compressionOf(head)) || magic === "070701") return "initrd";
   if (head[510] === 0x55 && head[511] === 0xaa) return "disk";
   throw new ConfigError(`${file} is neither an initrd (gzip, zstd, xz or cpio) nor a partitioned disk image`);
 }

@@ -8,6 +8,7 @@ import { closeSync, createReadStream, existsSync, openSync, readFileSync, readSy
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
+import { compressionOf } from "../../formats/compression.js";
 import { CpioParser } from "../../formats/cpio.js";
 import { parseMbr } from "../../formats/mbr.js";
 import { TarParser, type TarHeader } from "../../formats/tar.js";
@@ -19,7 +20,7 @@ export async function firstDifference(a: string, b: string): Promise<string | un
   if (dirA) return compareOciLayouts(a, b);
   if (sameBytes(a, b)) return undefined;
   const head = readAt(a, 0, 512);
-  if ((head[0] === 0x1f && head[1] === 0x8b) || head.readUInt32LE(0) === 0xfd2fb528 || head.toString("latin1", 0, 6) === "070701") return compareCpio(a, b);
+  if (["gzip", "zstd"].includes(compressionOf(head)) || head.toString("latin1", 0, 6) === "070701") return compareCpio(a, b);
   if (head[510] === 0x55 && head[511] === 0xaa) return compareDiskImages(a, b);
   return `byte ${firstDifferingByte(a, b)} differs`;
 }
@@ -142,9 +143,9 @@ async function cpioEntries(file: string): Promise<EntrySummary[]> {
 }
 
 function decompressed(file: string): Readable {
-  const head = readAt(file, 0, 4);
-  if (head[0] === 0x1f && head[1] === 0x8b) return createReadStream(file).pipe(createGunzip());
-  if (head.readUInt32LE(0) === 0xfd2fb528) return spawn("zstd", ["-dc", file], { stdio: ["ignore", "pipe", "ignore"] }).stdout;
+  const compression = compressionOf(readAt(file, 0, 6));
+  if (compression === "gzip") return createReadStream(file).pipe(createGunzip());
+  if (compression === "zstd") return spawn("zstd", ["-dc", file], { stdio: ["ignore", "pipe", "ignore"] }).stdout;
   return createReadStream(file);
 }
 
