@@ -51,7 +51,11 @@ export class StepTree implements Tree {
   }
 
   chown(path: string, uid: number, gid: number): void {
-    const relative = this.layerPath(path);
+    this.chownAt(this.layerPath(path), uid, gid);
+  }
+
+  /** chown of an already resolved layer path. */
+  private chownAt(relative: string, uid: number, gid: number): void {
     const host = join(this.root, relative);
     if (this.asRoot) {
       // chown clears setuid and setgid (for root too): put the mode back as it was.
@@ -84,21 +88,25 @@ export class StepTree implements Tree {
   }
 
   setXattr(path: string, name: string, value: Buffer): void {
-    const relative = this.layerPath(path);
-    const current = this.overrides.xattrs.get(relative) ?? {};
-    current[name] = value;
-    this.overrides.xattrs.set(relative, current);
-    if (this.asRoot) applyXattrs(this.root, [{ path: relative, xattrs: { [name]: value } }], this.tempDir);
+    this.setXattrsAt(this.layerPath(path), { [name]: value });
+  }
+
+  /** Sets xattrs on an already resolved layer path, all in one go. */
+  private setXattrsAt(relative: string, xattrs: Record<string, Buffer>): void {
+    this.overrides.xattrs.set(relative, { ...this.overrides.xattrs.get(relative), ...xattrs });
+    if (this.asRoot) applyXattrs(this.root, [{ path: relative, xattrs }], this.tempDir);
   }
 
   async extract(archive: string, options?: { to?: string }): Promise<void> {
     const base = treeRelative(options?.to ?? "/");
-    let current: { fd: number; header: TarHeader; path: string } | undefined;
+    let current: { fd: number; header: TarHeader; relative: string } | undefined;
     // Directory times are set once everything is in: adding entries changes them.
     const directoryTimes: Array<{ path: string; mtime: number }> = [];
-    const finish = (header: TarHeader, path: string): void => {
-      this.chown(path, header.uid, header.gid);
-      if (header.xattrs) for (const [name, value] of Object.entries(header.xattrs)) this.setXattr(path, name, value);
+    // Each entry's path is resolved once; owners and xattrs go to what it resolved to.
+    const layerPathOf = (host: string): string => host.slice(this.root.length + 1);
+    const finish = (header: TarHeader, relative: string): void => {
+      this.chownAt(relative, header.uid, header.gid);
+      if (header.xattrs && Object.keys(header.xattrs).length > 0) this.setXattrsAt(relative, header.xattrs);
     };
     const parser = new TarParser({
       onEntry: (header) => {
@@ -121,7 +129,7 @@ export class StepTree implements Tree {
             mkdirSync(resolved, { recursive: true });
           }
           chmodSync(resolved, header.mode);
-          finish(header, path);
+          finish(header, layerPathOf(resolved));
           directoryTimes.push({ path, mtime: header.mtime });
           return;
         }
@@ -130,13 +138,13 @@ export class StepTree implements Tree {
         switch (header.type) {
           case "file": {
             const fd = openSync(target, "wx", 0o600);
-            current = { fd, header, path }; // closed at the entry's end, after its data
+            current = { fd, header, relative: layerPathOf(target) }; // closed at the entry's end, after its data
             return;
           }
           case "symlink":
             symlinkSync(header.linkTarget!, target);
             lutimesSync(target, header.mtime, header.mtime);
-            finish(header, path);
+            finish(header, layerPathOf(target));
             return;
           case "hardlink": {
             const linked = checkedArchivePath(header.linkTarget!, header.rawPath, "link");
@@ -172,11 +180,11 @@ export class StepTree implements Tree {
     }
   }
 
-  private closeExtracted(file: { fd: number; header: TarHeader; path: string }, finish: (header: TarHeader, path: string) => void): void {
+  private closeExtracted(file: { fd: number; header: TarHeader; relative: string }, finish: (header: TarHeader, relative: string) => void): void {
     closeSync(file.fd);
-    const host = this.path(file.path, { followSymlink: false });
+    const host = join(this.root, file.relative);
     chmodSync(host, file.header.mode);
-    finish(file.header, file.path);
+    finish(file.header, file.relative);
     utimesSync(host, file.header.mtime, file.header.mtime);
   }
 }
