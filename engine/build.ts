@@ -32,6 +32,11 @@ export interface ActionRecord {
   outputs: Record<string, StoredArtifact>;
 }
 
+/** Every piece of content a step result refers to: its blobs, its layers and their TOCs. */
+export function contentOf(record: Pick<ActionRecord, "outputs">): Digest[] {
+  return Object.values(record.outputs).flatMap((output) => (output.kind === "rootfs" ? output.layers.flatMap((layer) => [layer.digest, layer.toc]) : [output.digest]));
+}
+
 export interface HistoryRecord {
   key: CacheKey;
   preimage: Preimage;
@@ -185,10 +190,7 @@ export class BuildContext {
       return undefined;
     }
     if (!found) return undefined;
-    for (const output of Object.values(found.value.outputs)) {
-      const present = output.kind === "rootfs" ? output.layers.every((layer) => this.layers.hasLayer(layer)) : this.store.hasContent(output.digest);
-      if (!present) return undefined;
-    }
+    if (!contentOf(found.value).every((digest) => this.store.hasContent(digest))) return undefined;
     // Pruning goes by the index time: a result still in use is recorded again once a day.
     if (options.touch && Date.now() - found.entry.time > 86_400_000) await this.store.touch(found.entry);
     return found.value;
@@ -361,8 +363,7 @@ export class Build {
     for (const digest of this.corrupt) await this.context.store.removeContent(digest);
     for (const outcome of outcomes.values()) {
       if (!outcome.record || !outcome.key) continue;
-      const refs = Object.values(outcome.record.outputs).flatMap((output) => (output.kind === "rootfs" ? output.layers.flatMap((layer) => [layer.digest, layer.toc]) : [output.digest]));
-      if (refs.some((digest) => this.corrupt.has(digest))) await this.context.store.removeEntry(`osbuild:action:${outcome.key}`);
+      if (contentOf(outcome.record).some((digest) => this.corrupt.has(digest))) await this.context.store.removeEntry(`osbuild:action:${outcome.key}`);
     }
     this.emit({ type: "warning", message: `rebuilding after dropping ${this.corrupt.size} corrupted cache entr${this.corrupt.size === 1 ? "y" : "ies"}` });
   }

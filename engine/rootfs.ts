@@ -65,10 +65,6 @@ export class Layers {
     return { digest: written.digest, size: written.size, toc: toc.digest };
   }
 
-  hasLayer(layer: LayerRef): boolean {
-    return this.store.hasContent(layer.digest) && this.store.hasContent(layer.toc);
-  }
-
   async toc(layer: LayerRef): Promise<Toc> {
     let pending = this.tocs.get(layer.digest);
     if (!pending) {

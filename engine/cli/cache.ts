@@ -2,7 +2,7 @@
 
 import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import type { ActionRecord } from "../build.js";
+import { contentOf, type ActionRecord } from "../build.js";
 import { ConfigError } from "../errors.js";
 import type { Digest } from "../key.js";
 import { Store } from "../store.js";
@@ -59,7 +59,7 @@ async function verify(store: Store): Promise<number> {
     } catch {
       record = undefined;
     }
-    const complete = record !== undefined && Object.values(record.outputs).every((output) => (output.kind === "rootfs" ? output.layers.every((layer) => store.hasContent(layer.digest) && store.hasContent(layer.toc)) : store.hasContent(output.digest)));
+    const complete = record !== undefined && contentOf(record).every((digest) => store.hasContent(digest));
     if (!complete) {
       await store.removeEntry(entry.key);
       dropped++;
@@ -95,10 +95,7 @@ async function prune(cacheDir: string, options: { all: boolean; olderThanDays?: 
     }
     if (!entry.key.startsWith("osbuild:action:")) continue;
     const record = (await store.getJson<ActionRecord>(entry.key).catch(() => undefined))?.value;
-    for (const output of Object.values(record?.outputs ?? {})) {
-      if (output.kind === "blob") live.add(output.digest);
-      else for (const layer of output.layers) live.add(layer.digest);
-    }
+    if (record) for (const digest of contentOf(record)) live.add(digest);
   }
   let removedContent = 0;
   for (const entry of entries) {
