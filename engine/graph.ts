@@ -84,9 +84,7 @@ export function buildGraph(targets: Targets, allNodes: readonly StepNode[]): Bui
     const where = cycle.map((id) => `  ${id} at ${formatLocation(steps.get(id)!.node.location) || "?"}`).join("\n");
     throw new ConfigError(`the steps form a cycle: ${path}\n${where}`, first.node.location, "a step cannot use its own output: break the loop of ref() calls");
   }
-  // topsort gives dependencies first; sort ties by creation order for stable output.
-  const order = alg.topsort(graph) as string[];
-  return { steps, order: stableTopologicalOrder(order, steps), targets: targetEdges };
+  return { steps, order: stableTopologicalOrder(steps), targets: targetEdges };
 }
 
 /** A closed walk through one strongly connected component, following the edges. */
@@ -106,16 +104,20 @@ function cyclePath(component: ReadonlySet<string>, steps: ReadonlyMap<string, Pl
   return path.reverse();
 }
 
-function stableTopologicalOrder(order: readonly string[], steps: ReadonlyMap<string, PlannedStep>): string[] {
+/** Dependencies first (Kahn's algorithm), ties broken by creation order, for a stable output. */
+function stableTopologicalOrder(steps: ReadonlyMap<string, PlannedStep>): string[] {
   const remaining = new Map<string, number>();
   const dependents = new Map<string, string[]>();
-  for (const id of order) {
-    const step = steps.get(id)!;
+  for (const [id, step] of steps) {
     const unique = new Set(step.inputs.map((input) => input.from));
     remaining.set(id, unique.size);
-    for (const from of unique) dependents.set(from, [...(dependents.get(from) ?? []), id]);
+    for (const from of unique) {
+      const list = dependents.get(from);
+      if (list) list.push(id);
+      else dependents.set(from, [id]);
+    }
   }
-  const ready = order.filter((id) => remaining.get(id) === 0);
+  const ready = [...steps.keys()].filter((id) => remaining.get(id) === 0);
   const result: string[] = [];
   while (ready.length > 0) {
     ready.sort((a, b) => steps.get(a)!.node.seq - steps.get(b)!.node.seq);
