@@ -124,7 +124,7 @@ function commandContext(values: Values): CommandContext {
       const config = await load(values);
       const settings = { ...settingsOf(values, config), ...(overrides?.outDir ? { outDir: overrides.outDir } : {}), ...(overrides?.cacheDir ? { cacheDir: overrides.cacheDir } : {}) };
       const names = targets && targets.length > 0 ? [...targets] : [...config.graph.targets.keys()];
-      for (const name of names) if (!config.graph.targets.has(name)) throw new ConfigError(`unknown target '${name}'`, config.definition.location, `targets: ${[...config.graph.targets.keys()].join(", ")}`);
+      checkTargets(config, names);
       const result = await new Build(config.graph, settings, quietSink).run(names);
       return { ok: result.ok, outputs: result.outputs };
     },
@@ -205,16 +205,13 @@ async function runCommand(values: Values, targetNames: string[]): Promise<number
     if (json && error instanceof ConfigError) process.stdout.write(`${JSON.stringify({ type: "done", ok: false, outputs: {}, error: error.message })}\n`);
     throw error;
   }
-  const known = [...config.graph.targets.keys()];
-  for (const name of targetNames) {
-    if (!known.includes(name)) throw new ConfigError(`unknown target '${name}'`, config.definition.location, `targets: ${known.join(", ")}`);
-  }
+  checkTargets(config, targetNames);
   const settings = settingsOf(values, config);
   const terminal = !json && process.stderr.isTTY ? terminalSink() : undefined;
   const sink = json ? jsonSink() : (terminal?.sink ?? plainSink());
   try {
     const build = new Build(config.graph, settings, sink);
-    const result = await build.run(targetNames.length > 0 ? targetNames : known);
+    const result = await build.run(targetNames.length > 0 ? targetNames : [...config.graph.targets.keys()]);
     return result.exitCode;
   } finally {
     terminal?.stop();
@@ -257,4 +254,10 @@ async function packageVersion(): Promise<string> {
   const { readFileSync } = await import("node:fs");
   const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
   return pkg.version;
+}
+
+/** A config error naming the first of `names` that is not a target of the config. */
+function checkTargets(config: LoadedConfig, names: readonly string[]): void {
+  const unknown = names.find((name) => !config.graph.targets.has(name));
+  if (unknown !== undefined) throw new ConfigError(`unknown target '${unknown}'`, config.definition.location, `targets: ${[...config.graph.targets.keys()].join(", ")}`);
 }
