@@ -3,6 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-npx tsc -p tsconfig.json --noEmit
-npx tsc -p test/tsconfig.json --noEmit
+npx tsc -p test/tsconfig.json --noEmit # the sources and the tests
 npx vitest run "$@"
