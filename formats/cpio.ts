@@ -6,7 +6,6 @@ import { FILE_TYPE_BITS, modeOf } from "./mode.js";
 export const NEWC_MAGIC = "070701";
 export const TRAILER_NAME = "TRAILER!!!";
 
-
 export type CpioType = keyof typeof FILE_TYPE_BITS;
 
 export interface CpioEntry {
@@ -60,54 +59,6 @@ export function newcPadding(length: number): number {
 /** The closing entry of an archive. */
 export function newcTrailer(): Buffer {
   return encodeNewcHeader({ name: TRAILER_NAME, type: "file", mode: 0, uid: 0, gid: 0, nlink: 1, mtime: 0, size: 0, ino: 0 });
-}
-
-export interface ParsedNewcEntry extends CpioEntry {
-  /** Offset of the entry's data in the archive. */
-  dataOffset: number;
-}
-
-/** Reads every entry of an uncompressed newc archive (for tests and `fromInitrd`). */
-export function parseNewc(archive: Buffer): ParsedNewcEntry[] {
-  const entries: ParsedNewcEntry[] = [];
-  let offset = 0;
-  while (offset + 110 <= archive.length) {
-    const magic = archive.toString("latin1", offset, offset + 6);
-    if (magic !== NEWC_MAGIC && magic !== "070702") {
-      // Concatenated archives may be separated by zero padding.
-      if (archive[offset] === 0) {
-        offset += 4;
-        continue;
-      }
-      throw new Error(`bad cpio magic '${magic}' at offset ${offset}`);
-    }
-    const field = (index: number): number => parseInt(archive.toString("latin1", offset + 6 + index * 8, offset + 14 + index * 8), 16);
-    const mode = field(1);
-    const nameSize = field(11);
-    const size = field(6);
-    const nameStart = offset + 110;
-    const name = archive.toString("utf8", nameStart, nameStart + nameSize - 1);
-    const dataOffset = nameStart + nameSize + newcPadding(110 + nameSize);
-    offset = dataOffset + size + newcPadding(size);
-    if (name === TRAILER_NAME) continue;
-    const format = mode & 0o170000;
-    const type = (Object.entries(FILE_TYPE_BITS).find(([, bits]) => bits === format)?.[0] ?? "file") as CpioType;
-    entries.push({
-      name,
-      type,
-      mode: mode & 0o7777,
-      uid: field(2),
-      gid: field(3),
-      nlink: field(4),
-      mtime: field(5),
-      size,
-      ino: field(0),
-      rdevMajor: field(9),
-      rdevMinor: field(10),
-      dataOffset,
-    });
-  }
-  return entries;
 }
 
 // ---------------------------------------------------------------------------

@@ -5,7 +5,8 @@ import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { CpioFormatError, CpioParser, encodeNewcHeader, newcPadding, newcTrailer, parseNewc, type CpioEntry, type CpioHeader } from "../../formats/cpio.js";
+import { CpioFormatError, CpioParser, type CpioHeader } from "../../formats/cpio.js";
+import { archive, parseNewc } from "./newc-reference.js";
 import { sh, tempDir } from "../helpers.js";
 
 interface Parsed {
@@ -39,16 +40,6 @@ function parse(archive: Buffer, chunkSize = archive.length): { entries: Parsed[]
   for (let offset = 0; offset < archive.length && !parser.stopped; offset += chunkSize) consumed += parser.write(archive.subarray(offset, offset + chunkSize));
   parser.end();
   return { entries, trailers, consumed, parser };
-}
-
-function archive(entries: Array<CpioEntry & { data?: Buffer }>, trailer = true): Buffer {
-  const parts: Buffer[] = [];
-  for (const entry of entries) {
-    parts.push(encodeNewcHeader(entry));
-    if (entry.data) parts.push(entry.data, Buffer.alloc(newcPadding(entry.data.length)));
-  }
-  if (trailer) parts.push(newcTrailer());
-  return Buffer.concat(parts);
 }
 
 const base = { mode: 0o644, uid: 0, gid: 0, nlink: 1, mtime: 1700000000 } as const;

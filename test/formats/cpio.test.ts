@@ -1,18 +1,9 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { encodeNewcHeader, newcPadding, newcTrailer, parseNewc, type CpioEntry } from "../../formats/cpio.js";
+import type { CpioEntry } from "../../formats/cpio.js";
+import { archive, parseNewc } from "./newc-reference.js";
 import { isRoot, sh, tempDir } from "../helpers.js";
-
-function archive(entries: Array<CpioEntry & { data?: Buffer }>): Buffer {
-  const parts: Buffer[] = [];
-  for (const entry of entries) {
-    parts.push(encodeNewcHeader(entry));
-    if (entry.data) parts.push(entry.data, Buffer.alloc(newcPadding(entry.data.length)));
-  }
-  parts.push(newcTrailer());
-  return Buffer.concat(parts);
-}
 
 const entries: Array<CpioEntry & { data?: Buffer }> = [
   { name: ".", type: "dir", mode: 0o755, uid: 0, gid: 0, nlink: 2, mtime: 1700000000, size: 0, ino: 1 },
