@@ -131,12 +131,12 @@ export function defineStep<Options, const Inputs extends readonly ArtifactKind[]
 }
 
 /** Refers to a rootfs made by the step with this id, defined anywhere in the config. */
-export function refRootfs(stepId: string): Rootfs {
+function refRootfs(stepId: string): Rootfs {
   return makeArtifact({ kind: "rootfs", source: { refId: stepId, location: callerLocation() }, output: "out" }) as Rootfs;
 }
 
 /** Refers to the blob made by the step with this id (or its named output). */
-export function refBlob(stepId: string, output = "out"): Blob {
+function refBlob(stepId: string, output = "out"): Blob {
   return makeArtifact({ kind: "blob", source: { refId: stepId, location: callerLocation() }, output }) as Blob;
 }
 

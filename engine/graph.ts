@@ -162,7 +162,7 @@ function assignIds(nodes: readonly StepNode[]): void {
   }
 }
 
-export function outputKinds(node: StepNode): Map<string, ArtifactKind> {
+function outputKinds(node: StepNode): Map<string, ArtifactKind> {
   const output = node.spec.output;
   if (output === "rootfs" || output === "blob") return new Map([["out", output]]);
   return new Map(output.blobs.map((name) => [name, "blob" as const]));

@@ -317,7 +317,7 @@ export class Layers {
 }
 
 /** cp -a keeps owners (as root), modes, times, links, devices and xattrs; reflinks when it can. */
-export async function copyTree(source: string, dest: string): Promise<void> {
+async function copyTree(source: string, dest: string): Promise<void> {
   await mkdir(dest, { recursive: true });
   await new Promise<void>((resolve, reject) => {
     const child = spawn("cp", ["-a", "--reflink=auto", "--no-target-directory", `${source}/.`, dest], { stdio: ["ignore", "ignore", "pipe"] });
@@ -353,7 +353,7 @@ async function ctimeBaseline(dir: string): Promise<number> {
 }
 
 /** First difference between a tree on disk and a merged view, or undefined. */
-export function compareTree(dir: string, view: MergedView, asRoot: boolean): string | undefined {
+function compareTree(dir: string, view: MergedView, asRoot: boolean): string | undefined {
   const walked = walkTree(dir);
   const entries = view.entries();
   if (walked.length !== entries.length) return `${walked.length} entries on disk, ${entries.length} in the layers`;

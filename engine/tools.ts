@@ -17,7 +17,7 @@ export class MissingToolError extends Error {
   }
 }
 
-export function findOnPath(command: string): string | undefined {
+function findOnPath(command: string): string | undefined {
   if (command.includes("/")) return existsSync(command) ? command : undefined;
   for (const dir of (process.env.PATH ?? "").split(delimiter)) {
     if (!dir) continue;

@@ -27,7 +27,7 @@ const I_CTIME_EXTRA = 0x84;
 const I_MTIME_EXTRA = 0x88;
 const I_ATIME_EXTRA = 0x8c;
 
-export interface Ext4Geometry {
+interface Ext4Geometry {
   blockSize: number;
   inodeSize: number;
   inodesPerGroup: number;
@@ -39,7 +39,7 @@ export interface Ext4Geometry {
   descriptorSize: number;
 }
 
-export function readGeometry(fd: number, fsOffset: number): Ext4Geometry {
+function readGeometry(fd: number, fsOffset: number): Ext4Geometry {
   const sb = readExact(fd, fsOffset + SUPERBLOCK_OFFSET, 1024, "ext4");
   if (sb.readUInt16LE(56) !== EXT4_MAGIC) throw new Error(`no ext4 superblock at byte ${fsOffset + SUPERBLOCK_OFFSET}`);
   const incompat = sb.readUInt32LE(96);
@@ -107,7 +107,7 @@ export function setInodeTimesToMtime(fd: number, fsOffset: number): number {
 }
 
 /** ext4_inode_csum: crc32c over the seed, inode number, generation and the inode, checksum fields as zero. */
-export function inodeChecksum(inode: Buffer, number: number, geometry: Pick<Ext4Geometry, "inodeSize" | "checksumSeed">): number {
+function inodeChecksum(inode: Buffer, number: number, geometry: Pick<Ext4Geometry, "inodeSize" | "checksumSeed">): number {
   const le32 = (value: number): Buffer => {
     const buffer = Buffer.alloc(4);
     buffer.writeUInt32LE(value >>> 0);

@@ -35,8 +35,6 @@
 export const PFN_INFO_OFFSET = 4096;
 export const PFN_INFO_SIZE = 4096;
 export const PFN_SIGNATURE = "NVDIMM_PFN_INFO";
-/** The device-dax flavour of the same block (not what osbuilder writes). */
-export const DAX_SIGNATURE = "NVDIMM_DAX_INFO";
 
 /** osbuilder's `dax_header_sz` and `dax_alignment`: 2 MiB each (huge-page aligned data). */
 export const KATA_DAX_HEADER_SIZE = 2 * 1024 * 1024;

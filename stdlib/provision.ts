@@ -28,7 +28,7 @@ export interface ProvisionOptions {
 }
 
 /** rootfs.sh's systemd_units: deleted as NAME.service and NAME.socket. */
-export const PRUNED_UNITS = [
+const PRUNED_UNITS = [
   "systemd-coredump@",
   "systemd-journald",
   "systemd-journald-dev-log",
@@ -44,7 +44,7 @@ export const PRUNED_UNITS = [
 ];
 
 /** rootfs.sh's systemd_files: deleted by exact name. */
-export const PRUNED_FILES = ["systemd-bless-boot-generator", "systemd-fstab-generator", "systemd-getty-generator", "systemd-gpt-auto-generator", "systemd-tmpfiles-cleanup.timer"];
+const PRUNED_FILES = ["systemd-bless-boot-generator", "systemd-fstab-generator", "systemd-getty-generator", "systemd-gpt-auto-generator", "systemd-tmpfiles-cleanup.timer"];
 
 export const provision = defineStep({
   kind: "provision",

@@ -147,7 +147,7 @@ function commandContext(values: Values): CommandContext {
   };
 }
 
-export function cacheDirOf(values: Values): string {
+function cacheDirOf(values: Values): string {
   if (values["cache-dir"]) return resolve(values["cache-dir"]);
   if (process.env.OSBUILD_CACHE_DIR) return resolve(process.env.OSBUILD_CACHE_DIR);
   if (process.env.XDG_CACHE_HOME) return join(process.env.XDG_CACHE_HOME, "osbuild");

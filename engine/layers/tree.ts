@@ -26,7 +26,7 @@ export function resolveInRoot(root: string, path: string, followFinal = true): s
 }
 
 /** Normalizes a user-given tree path to the layer form ("etc/passwd"). */
-export function treeRelative(path: string): string {
+function treeRelative(path: string): string {
   const parts = path.split("/").filter((part) => part !== "" && part !== ".");
   if (parts.includes("..")) throw new Error(`path '${path}' must not contain '..'`);
   return parts.join("/");

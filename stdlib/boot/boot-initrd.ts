@@ -12,7 +12,7 @@ export const BOOT_MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4
 
 const APPLETS = ["sh", "mount", "umount", "modprobe", "insmod", "sleep", "cat", "echo", "mkdir", "ls", "switch_root", "poweroff", "tr", "dmesg"];
 
-export const INIT_SCRIPT = `#!/bin/sh
+const INIT_SCRIPT = `#!/bin/sh
 # osbuild boot: load what the disk needs, mount it read-only, hand over to its init.
 export PATH=/bin
 mount -t proc proc /proc

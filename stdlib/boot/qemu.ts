@@ -27,7 +27,7 @@ export interface QemuResult {
   console: string;
 }
 
-export function qemuArgs(boot: QemuBoot): string[] {
+function qemuArgs(boot: QemuBoot): string[] {
   const args = ["-accel", boot.accel, "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot", "-smp", "1"];
   if (boot.nvdimm) {
     args.push("-machine", "pc,nvdimm=on", "-m", `${boot.memoryMiB}M,slots=2,maxmem=${boot.memoryMiB * 4}M`);

@@ -135,7 +135,7 @@ export async function buildDiskImage(ctx: BlobStepContext<readonly ["rootfs"]>, 
 }
 
 /** Filesystem UUID, hash seed, partition ids and verity salt: fixed for a given input and options. */
-export function identities(rootfsDigest: string, options: object): { filesystemUuid: string; hashSeed: string; diskGuid: string; partitionGuids: string[]; diskSignature: number; veritySalt: string } {
+function identities(rootfsDigest: string, options: object): { filesystemUuid: string; hashSeed: string; diskGuid: string; partitionGuids: string[]; diskSignature: number; veritySalt: string } {
   const hash = (label: string): string => createHash("sha256").update(`${label}\0${rootfsDigest}\0${JSON.stringify(options)}`).digest("hex");
   return {
     filesystemUuid: guidFromHash(hash("filesystem")).toLowerCase(),

@@ -3,16 +3,16 @@
 import type { Arch } from "../../engine/index.js";
 import { type Distro, parseDpkgStatus } from "./types.js";
 
-export const DEBIAN_ARCHES: Readonly<Record<Arch, string>> = { x86_64: "amd64", aarch64: "arm64", ppc64le: "ppc64el", s390x: "s390x" };
+const DEBIAN_ARCHES: Readonly<Record<Arch, string>> = { x86_64: "amd64", aarch64: "arm64", ppc64le: "ppc64el", s390x: "s390x" };
 
 /** What osbuilder's ubuntu/config.sh installs (debian/config.sh sources it). */
-export const DEBIAN_FAMILY_PACKAGES = {
+const DEBIAN_FAMILY_PACKAGES = {
   base: ["chrony", "iptables", "dbus", "cryptsetup-bin", "e2fsprogs", "libseccomp2"],
   systemd: ["init"],
 } as const;
 
 /** What osbuilder's ubuntu rootfs_lib.sh deletes right after mmdebstrap. */
-export const DEBIAN_FAMILY_PRUNE = ["bash-completion", "bug", "doc", "info", "lintian", "locale", "man", "menu", "misc", "pixmaps", "terminfo", "zsh"].map((name) => `usr/share/${name}`);
+const DEBIAN_FAMILY_PRUNE = ["bash-completion", "bug", "doc", "info", "lintian", "locale", "man", "menu", "misc", "pixmaps", "terminfo", "zsh"].map((name) => `usr/share/${name}`);
 
 /** What Debian and Ubuntu share: arches, packages, init, pruning and the dpkg database. */
 export const DEBIAN_FAMILY = {
