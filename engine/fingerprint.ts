@@ -4,9 +4,9 @@
 // type, mode, owners and link targets do.
 
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync, type Stats } from "node:fs";
+import { lstatSync, readdirSync, readlinkSync, statSync, type Stats } from "node:fs";
 import { join } from "node:path";
-import { hashFileSync, hexOf, replaceFileSync } from "./store.js";
+import { hashFileSync, hexOf, readMemoFile, writeMemoFile } from "./store.js";
 
 export interface Fingerprint {
   type: "file" | "dir";
@@ -39,14 +39,7 @@ export class Fingerprinter {
   private dirty = false;
 
   constructor(private readonly memoFile: string) {
-    if (existsSync(memoFile)) {
-      try {
-        const saved = JSON.parse(readFileSync(memoFile, "utf8")) as Record<string, MemoEntry>;
-        for (const [path, entry] of Object.entries(saved)) this.memo.set(path, entry);
-      } catch {
-        // A damaged memo only costs re-hashing.
-      }
-    }
+    for (const [path, entry] of Object.entries(readMemoFile<Record<string, MemoEntry>>(memoFile, {}))) this.memo.set(path, entry);
   }
 
   /** Fingerprint of a host path (followed if it is a symlink); throws ENOENT when missing. */
@@ -113,11 +106,7 @@ export class Fingerprinter {
       if (entry && count++ < MEMO_LIMIT) entries[path] = entry;
     }
     for (const [path, entry] of this.memo) if (!(path in entries) && count++ < MEMO_LIMIT) entries[path] = entry;
-    try {
-      replaceFileSync(this.memoFile, (temp) => writeFileSync(temp, JSON.stringify(entries)));
-    } catch {
-      // The memo is an optimization; a failure to save it costs re-hashing next time.
-    }
+    writeMemoFile(this.memoFile, entries);
   }
 }
 

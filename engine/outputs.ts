@@ -2,7 +2,7 @@
 // already there: a blob becomes a file, a rootfs an OCI image layout directory.
 
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, linkSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, linkSync, mkdirSync, renameSync, statSync } from "node:fs";
 import { chmod, mkdir, open, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { MEDIA_TYPES, OCI_LAYOUT, imageConfig, imageIndex, imageManifest, type Descriptor } from "../formats/oci.js";
@@ -10,7 +10,7 @@ import { isAllZero } from "../formats/io.js";
 import type { BuildContext, StoredArtifact } from "./build.js";
 import type { EventSink } from "./events.js";
 import { CorruptContentError } from "./errors.js";
-import { hashFile, hexOf, ownedName, removeLeftovers, replaceFileSync } from "./store.js";
+import { hashFile, hexOf, ownedName, readMemoFile, removeLeftovers, writeMemoFile } from "./store.js";
 
 interface OutputState {
   digest: string;
@@ -26,12 +26,7 @@ export async function writeTargets(context: BuildContext, targets: ReadonlyMap<s
   mkdirSync(outDir, { recursive: true });
   removeLeftovers(outDir, { prefix: ".", labels: ["out", "old"] }); // what killed builds left half-written or half-removed
   const stateFile = join(context.settings.cacheDir, "memo", "outputs.json");
-  let state: Record<string, OutputState> = {};
-  try {
-    state = JSON.parse(readFileSync(stateFile, "utf8")) as Record<string, OutputState>;
-  } catch {
-    /* first run */
-  }
+  const state = readMemoFile<Record<string, OutputState>>(stateFile, {});
   const written: Record<string, string> = {};
   let stateChanged = false;
   await Promise.all(
@@ -50,7 +45,7 @@ export async function writeTargets(context: BuildContext, targets: ReadonlyMap<s
       emit({ type: "output", target: name, path, digest: artifact.digest, size: artifact.kind === "blob" ? artifact.size : artifact.layers.reduce((sum, layer) => sum + layer.size, 0), written: !upToDate });
     }),
   );
-  if (stateChanged) replaceFileSync(stateFile, (temp) => writeFileSync(temp, JSON.stringify(state)));
+  if (stateChanged) writeMemoFile(stateFile, state);
   return written;
 }
 

@@ -2,9 +2,9 @@
 // its Debian package), and their versions, which go into cache keys, remembered per binary.
 
 import { spawnSync } from "node:child_process";
-import { accessSync, constants, existsSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, realpathSync, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
-import { replaceFileSync } from "./store.js";
+import { readMemoFile, writeMemoFile } from "./store.js";
 import type { ToolSpec } from "./types.js";
 
 export class MissingToolError extends Error {
@@ -37,11 +37,7 @@ export class ToolVersions {
   private dirty = false;
 
   constructor(private readonly memoFile: string) {
-    try {
-      Object.assign(this.memo, JSON.parse(readFileSync(memoFile, "utf8")) as Record<string, string>);
-    } catch {
-      /* none yet */
-    }
+    Object.assign(this.memo, readMemoFile<Record<string, string>>(memoFile, {}));
   }
 
   /** The version line of a tool; throws MissingToolError. */
@@ -63,11 +59,6 @@ export class ToolVersions {
   }
 
   save(): void {
-    if (!this.dirty) return;
-    try {
-      replaceFileSync(this.memoFile, (temp) => writeFileSync(temp, JSON.stringify(this.memo)));
-    } catch {
-      /* only an optimization */
-    }
+    if (this.dirty) writeMemoFile(this.memoFile, this.memo);
   }
 }

@@ -3,10 +3,10 @@
 // content of every file the program read, so an unchanged config is never checked twice.
 
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
-import { replaceFileSync } from "../store.js";
+import { readMemoFile, writeMemoFile } from "../store.js";
 
 export interface ConfigDiagnostic {
   file?: string;
@@ -29,7 +29,7 @@ interface Memo {
 }
 
 export async function typecheckConfig(configFile: string, options: TypecheckOptions): Promise<ConfigDiagnostic[]> {
-  const memo = readMemo(options.memoFile);
+  const memo = readMemoFile<Memo>(options.memoFile, {});
   const osbuildStamp = stamp(options.osbuildTypes);
   const known = memo[configFile];
   if (known && known.osbuild === osbuildStamp && Object.entries(known.files).every(([file, hash]) => hashOf(file) === hash)) return [];
@@ -75,12 +75,7 @@ export async function typecheckConfig(configFile: string, options: TypecheckOpti
       files[file] = hashOf(file);
     }
     memo[configFile] = { osbuild: osbuildStamp, files };
-    try {
-      mkdirSync(dirname(options.memoFile), { recursive: true });
-      replaceFileSync(options.memoFile, (temp) => writeFileSync(temp, JSON.stringify(memo)));
-    } catch {
-      /* only an optimization */
-    }
+    writeMemoFile(options.memoFile, memo);
   }
   return diagnostics;
 }
@@ -96,14 +91,6 @@ export function formatDiagnostic(diagnostic: ConfigDiagnostic, cwd = process.cwd
 function relativeIfInside(file: string, cwd: string): string {
   const rel = relative(cwd, file);
   return rel.startsWith("..") ? file : rel;
-}
-
-function readMemo(file: string): Memo {
-  try {
-    return JSON.parse(readFileSync(file, "utf8")) as Memo;
-  } catch {
-    return {};
-  }
 }
 
 function hashOf(file: string): string {
