@@ -1,7 +1,6 @@
 // Writes targets to the output directory, atomically (temp name + rename), and skips those
 // already there: a blob becomes a file, a rootfs an OCI image layout directory.
 
-import { createHash } from "node:crypto";
 import { createReadStream, existsSync, linkSync, mkdirSync, renameSync, statSync } from "node:fs";
 import { chmod, mkdir, open, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -10,6 +9,7 @@ import { isAllZero } from "../formats/io.js";
 import type { BuildContext, StoredArtifact } from "./build.js";
 import type { EventSink } from "./events.js";
 import { CorruptContentError } from "./errors.js";
+import { sha256Hex } from "./key.js";
 import { hashFile, hexOf, ownedName, readMemoFile, removeLeftovers, writeMemoFile } from "./store.js";
 
 interface OutputState {
@@ -119,7 +119,7 @@ async function writeOciLayout(context: BuildContext, artifact: Extract<StoredArt
     await mkdir(blobs, { recursive: true });
     const putJson = async (value: unknown): Promise<Descriptor & { data: Buffer }> => {
       const data = Buffer.from(JSON.stringify(value));
-      const hex = createHash("sha256").update(data).digest("hex");
+      const hex = sha256Hex(data);
       await writeFile(join(blobs, hex), data);
       return { mediaType: "", digest: `sha256:${hex}`, size: data.length, data };
     };

@@ -14,7 +14,7 @@ import { Transform, type Readable } from "node:stream";
 import { createReadStream } from "node:fs";
 import cacache from "cacache";
 import { CorruptContentError } from "./errors.js";
-import type { Digest } from "./key.js";
+import { digestOf, type Digest } from "./key.js";
 
 export interface StoredContent {
   digest: Digest;
@@ -86,7 +86,7 @@ export class Store {
   /** Stores small data (JSON records, TOCs) under `key`. */
   async putBytes(key: string, data: Buffer | string, metadata?: unknown): Promise<StoredContent> {
     const bytes = typeof data === "string" ? Buffer.from(data) : data;
-    const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}` as Digest;
+    const digest = digestOf(bytes);
     if (!this.hasContent(digest)) {
       const file = this.tempPath("put");
       await writeFile(file, bytes);
@@ -104,7 +104,7 @@ export class Store {
   async lookup(key: string): Promise<IndexEntry | undefined> {
     const info = await cacache.get.info(this.dir, key);
     if (!info) return undefined;
-    return { key, digest: digestOf(info.integrity), size: info.size ?? 0, time: info.time, metadata: info.metadata };
+    return { key, digest: digestOfIntegrity(info.integrity), size: info.size ?? 0, time: info.time, metadata: info.metadata };
   }
 
   /** Reads and verifies small content; undefined when missing. Throws CorruptContentError. */
@@ -117,7 +117,7 @@ export class Store {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw error;
     }
-    const actual = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+    const actual = digestOf(data);
     if (actual !== digest) throw new CorruptContentError(digest, `read ${actual}`);
     return data;
   }
@@ -167,7 +167,7 @@ export class Store {
     const entries = await cacache.ls(this.dir);
     return Object.values(entries).map((info) => ({
       key: info.key,
-      digest: digestOf(info.integrity),
+      digest: digestOfIntegrity(info.integrity),
       size: info.size ?? 0,
       time: info.time,
       metadata: info.metadata,
@@ -232,7 +232,7 @@ export function sriOf(digest: Digest): string {
   return `sha256-${Buffer.from(hexOf(digest), "hex").toString("base64")}`;
 }
 
-export function digestOf(integrity: string): Digest {
+function digestOfIntegrity(integrity: string): Digest {
   const [algorithm, base64] = integrity.split(/-(.*)/s) as [string, string];
   if (algorithm !== "sha256") throw new Error(`unexpected integrity algorithm ${algorithm}`);
   return `sha256:${Buffer.from(base64, "base64").toString("hex")}` as Digest;
