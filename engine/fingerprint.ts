@@ -35,7 +35,8 @@ const MEMO_LIMIT = 200_000;
 export class Fingerprinter {
   private readonly memo = new Map<string, MemoEntry>();
   private readonly used = new Set<string>();
-  private readonly listings = new Map<string, DirectoryListing | undefined>();
+  /** Directories walked in this run: two steps naming one directory walk it once. */
+  private readonly directories = new Map<string, { sha256: string; listing: DirectoryListing | undefined }>();
   private dirty = false;
 
   constructor(private readonly memoFile: string) {
@@ -45,7 +46,7 @@ export class Fingerprinter {
   /** Fingerprint of a host path (followed if it is a symlink); throws ENOENT when missing. */
   fingerprint(path: string): Fingerprint {
     const stats = statSync(path);
-    if (stats.isDirectory()) return { type: "dir", sha256: this.hashDirectory(path) };
+    if (stats.isDirectory()) return { type: "dir", sha256: this.directory(path).sha256 };
     if (!stats.isFile()) throw new Error(`${path} is neither a file nor a directory`);
     return { type: "file", sha256: this.hashFile(path, stats), mode: stats.mode & 0o7777 };
   }
@@ -63,10 +64,12 @@ export class Fingerprinter {
 
   /** The listing of a directory fingerprinted in this run; undefined when it was too large. */
   listingOf(path: string): DirectoryListing | undefined {
-    return this.listings.get(path);
+    return this.directories.get(path)?.listing;
   }
 
-  private hashDirectory(root: string): string {
+  private directory(root: string): { sha256: string; listing: DirectoryListing | undefined } {
+    const known = this.directories.get(root);
+    if (known) return known;
     const hash = createHash("sha256");
     // No prototype: a file may be called __proto__ or constructor.
     let listing: DirectoryListing | undefined = Object.create(null) as DirectoryListing;
@@ -92,8 +95,9 @@ export class Fingerprinter {
       }
     };
     visit("");
-    this.listings.set(root, listing);
-    return hash.digest("hex");
+    const walked = { sha256: hash.digest("hex"), listing };
+    this.directories.set(root, walked);
+    return walked;
   }
 
   /** Saves the memo (atomically), keeping what this run used first. */
