@@ -71,8 +71,12 @@ export function readXattrs(root: string, paths: readonly string[]): Map<string, 
 }
 
 /** Whether the attr tools exist; without them xattrs are kept in layers but not on disk. */
+let attrTools: boolean | undefined;
+
+/** Whether getfattr/setfattr are installed (asked once per process). */
 export function haveAttrTools(): boolean {
-  return spawnSync("getfattr", ["--version"]).status === 0;
+  attrTools ??= spawnSync("getfattr", ["--version"]).status === 0;
+  return attrTools;
 }
 
 function shellQuote(text: string): string {
