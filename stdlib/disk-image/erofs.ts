@@ -17,7 +17,7 @@
 // refused), and an owner above 65535 needs the 64-byte inode form, which mkfs.erofs makes
 // only from the tree's own owners (without root, such an owner is refused).
 
-import { closeSync, openSync, rmSync, statSync } from "node:fs";
+import { closeSync, openSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { ExecOptions, ExecResult, FileEntry } from "../../engine/index.js";
 import { crc32cUpdate } from "../../formats/crc32c.js";
@@ -77,8 +77,7 @@ export async function makeErofs(exec: Exec, image: string, layout: { offset: num
     { env: { LC_ALL: "C" } },
   );
   if (entries) applyEntries(file, entries);
-  const bytes = statSync(file).size;
-  copyIntoImage(file, image, layout.offset);
+  const bytes = copyIntoImage(file, image, layout.offset);
   rmSync(file, { force: true });
   return bytes;
 }
