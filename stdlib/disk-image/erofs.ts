@@ -23,6 +23,7 @@ import type { ExecOptions, ExecResult, FileEntry } from "../../engine/index.js";
 import { crc32cUpdate } from "../../formats/crc32c.js";
 import { readExact, writeAll } from "../../formats/io.js";
 import { FILE_TYPE_BITS, modeOf } from "../../formats/mode.js";
+import { hardlinkTarget } from "./entries.js";
 import { copyIntoImage } from "./sparse.js";
 
 type Exec = (command: string, args: readonly string[], options?: ExecOptions) => Promise<ExecResult>;
@@ -120,8 +121,8 @@ function applyEntries(file: string, entries: readonly FileEntry[]): void {
     for (const entry of entries) {
       const place = located.get(entry.path);
       if (!place) throw new Error(`erofs: '${entry.path}' from the layers is missing from the tree mkfs.erofs read`);
-      const meta = entry.type === "hardlink" ? resolveHardlink(entry, byPath) : entry;
-      if (meta.type === "hardlink") continue;
+      const meta = entry.type === "hardlink" ? hardlinkTarget(entry, byPath, "erofs") : entry;
+      if (meta.type === "hardlink") continue; // narrows the type: hardlinkTarget gives a file or throws
       image.write(place.typeOffset, Buffer.from([FILE_TYPES[meta.type]]));
       if (entry.type !== "hardlink") image.setInode(place.nid, { ...meta, type: meta.type }, entry.path);
     }
@@ -129,13 +130,6 @@ function applyEntries(file: string, entries: readonly FileEntry[]): void {
   } finally {
     closeSync(fd);
   }
-}
-
-function resolveHardlink(entry: FileEntry, byPath: ReadonlyMap<string, FileEntry>): FileEntry {
-  let target: FileEntry | undefined = entry;
-  for (let hops = 0; target?.type === "hardlink" && hops < 64; hops++) target = byPath.get((target.linkTarget ?? "").replace(/^\/+/, ""));
-  if (!target) throw new Error(`erofs: the hardlink '${entry.path}' → '${entry.linkTarget}' has no file to link to in the layers`);
-  return target;
 }
 
 class ErofsImage {

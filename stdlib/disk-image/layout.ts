@@ -114,7 +114,7 @@ export function writePartitionTables(file: string, layout: DiskLayout, ids: { di
   }
 }
 
-function roundUp(value: number, unit: number): number {
+export function roundUp(value: number, unit: number): number {
   return Math.ceil(value / unit) * unit;
 }
 

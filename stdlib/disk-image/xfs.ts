@@ -19,6 +19,8 @@
 // or more (mkfs.xfs's minimum; planXfsBytes never plans less).
 
 import { rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { hardlinkTarget } from "./entries.js";
+import { roundUp } from "./layout.js";
 import { copyIntoImage } from "./sparse.js";
 import { join } from "node:path";
 import type { ExecOptions, ExecResult, FileEntry } from "../../engine/index.js";
@@ -185,7 +187,7 @@ function writeProtofile(entries: readonly FileEntry[], tree: string, workDir: st
       }
       let spec = entry;
       if (entry.type === "hardlink") {
-        const target = resolveHardlink(entry, byPath);
+        const target = hardlinkTarget(entry, byPath, "xfs");
         hardlinks.push({ path: entry.path, target: target.path });
         spec = target;
       }
@@ -221,13 +223,6 @@ function writeProtofile(entries: readonly FileEntry[], tree: string, workDir: st
   const path = join(workDir, "xfs.proto");
   writeFileSync(path, lines.join("\n"));
   return { path, hardlinks };
-}
-
-function resolveHardlink(entry: FileEntry, byPath: ReadonlyMap<string, FileEntry>): FileEntry {
-  let target: FileEntry | undefined = entry;
-  for (let hops = 0; target?.type === "hardlink" && hops < 64; hops++) target = byPath.get((target.linkTarget ?? "").replace(/^\/+/, ""));
-  if (!target || target.type === "hardlink" || target.type === "dir") throw new Error(`xfs: the hardlink '${entry.path}' → '${entry.linkTarget}' has no file to link to in the layers`);
-  return target;
 }
 
 /** "[type][u-][g-]NNN": the protofile's mode; the sticky bit is set by the fix-up. */
@@ -432,8 +427,4 @@ function parentOf(path: string): string {
 
 function nameOf(path: string): string {
   return path.slice(path.lastIndexOf("/") + 1);
-}
-
-function roundUp(value: number, unit: number): number {
-  return Math.ceil(value / unit) * unit;
 }
