@@ -17,10 +17,10 @@ export const mkVerityImage = defineStep({
   tools: (options: MkVerityImageOptions) => [...DISK_IMAGE_TOOLS(options), { command: "veritysetup", versionArgs: ["--version"], package: "cryptsetup-bin" }],
   validate: (options: MkVerityImageOptions) => validateDiskImageOptions(options),
   async run(options: MkVerityImageOptions, ctx) {
-    const { verity } = await buildDiskImage(ctx, ctx.inputs[0], ctx.outputPath("image"), options, true);
+    const { verity, layout } = await buildDiskImage(ctx, ctx.inputs[0], ctx.outputPath("image"), options, true);
     writeFileSync(ctx.outputPath("rootHash"), rootHashFile(verity!));
     // Kata boots the image as an NVDIMM (pmem) with the DAX header, else on virtio-blk.
-    const device = (options.daxHeader ?? true) ? "pmem" : "virtio";
+    const device = layout.daxHeader ? "pmem" : "virtio";
     writeFileSync(ctx.outputPath("kernelParams"), `${kernelParams(verity!, { device, fsType: options.fsType ?? "ext4" })}\n`);
   },
 });

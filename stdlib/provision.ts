@@ -3,7 +3,7 @@
 // (rootfs.sh -d), the agent policy, guest hooks and extra tarballs, the confidential-guest
 // fstab line, and a package list (SBOM) of everything installed.
 
-import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, copyFileSync, chmodSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, copyFileSync, chmodSync } from "node:fs";
 import { basename, join } from "node:path";
 import { defineStep, type Tree } from "../engine/index.js";
 import { findDistro } from "./distros/index.js";
@@ -124,8 +124,9 @@ function configureChrony(tree: Tree, log: (message: string) => void): void {
     return;
   }
   const conf = tree.path(confPath);
-  appendFileSync(conf, "refclock PHC /dev/ptp0 poll 3 dpoll -2 offset 0\n# Step the system clock instead of slewing it if the adjustment is larger than\n# one second, at any time\nmakestep 1 -1\n");
-  writeFileSync(conf, readFileSync(conf, "utf8").replace(/^(server |pool |peer )/gm, "# $1"));
+  // The distro's servers commented out, the PTP clock of the host added (as rootfs.sh).
+  const ptp = "refclock PHC /dev/ptp0 poll 3 dpoll -2 offset 0\n# Step the system clock instead of slewing it if the adjustment is larger than\n# one second, at any time\nmakestep 1 -1\n";
+  writeFileSync(conf, readFileSync(conf, "utf8").replace(/^(server |pool |peer )/gm, "# $1") + ptp);
   const servicePath = ["lib/systemd/system/chrony.service", "usr/lib/systemd/system/chrony.service", "usr/lib/systemd/system/chronyd.service"].find((path) => existsSync(tree.path(path)));
   if (!servicePath) return;
   const service = tree.path(servicePath);
