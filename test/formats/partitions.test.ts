@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
-import { closeSync, openSync, readFileSync, readSync, truncateSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, truncateSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { crc32, decodeGuid, encodeGpt, encodeGuid, guidFromHash, LINUX_FILESYSTEM_GUID, parseGpt, type GptPartition, type ReadAt } from "../../formats/gpt.js";
+import { crc32, decodeGuid, encodeGpt, encodeGuid, guidFromHash, LINUX_FILESYSTEM_GUID, parseGpt, type GptPartition } from "../../formats/gpt.js";
 import { encodeMbr, MBR_TYPE_LINUX, parseMbr } from "../../formats/mbr.js";
-import { sh, tempDir } from "../helpers.js";
+import { readAt, sh, tempDir } from "../helpers.js";
 
 const MiB = 1024 * 1024;
 
@@ -18,18 +18,6 @@ function writeImage(path: string, size: number, chunks: Array<{ offset: number; 
   } finally {
     closeSync(fd);
   }
-}
-
-function fileReader(path: string): { readAt: ReadAt; close: () => void } {
-  const fd = openSync(path, "r");
-  return {
-    readAt: (offset, length) => {
-      const buffer = Buffer.alloc(length);
-      readSync(fd, buffer, 0, length, offset);
-      return buffer;
-    },
-    close: () => closeSync(fd),
-  };
 }
 
 /** Tool output with the image's path replaced, so two images' reports compare equal. */
@@ -171,12 +159,7 @@ describe("GPT", () => {
     writeGpt(join(dir, "g.img"), partitions);
     expect(sh("sgdisk -v g.img", dir)).toContain("No problems found.");
     const expected = { diskGuid, firstUsableLba: 34, lastUsableLba: lastUsable, backupLba: size / 512 - 1, entriesLba: 2, partitions, backupValid: true };
-    const reader = fileReader(join(dir, "g.img"));
-    try {
-      expect(parseGpt(reader.readAt)).toEqual(expected);
-    } finally {
-      reader.close();
-    }
+    expect(parseGpt((offset, length) => readAt(join(dir, "g.img"), offset, length))).toEqual(expected);
     expect(parseGpt(readFileSync(join(dir, "g.img")))).toEqual(expected);
     // Reading a table sgdisk wrote works too.
     expect(sh("sgdisk -A 1:set:0 -c 3:renamed g.img", dir)).toBeTruthy();
