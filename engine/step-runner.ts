@@ -137,6 +137,7 @@ export class StepRunner {
     const settings = this.context.settings;
     return {
       id: step.id,
+      key: this.key as string,
       arch: settings.arch,
       hostArch: machineArch(),
       sourceDateEpoch: settings.sourceDateEpoch,

@@ -285,6 +285,12 @@ export interface ExecResult {
 interface StepContextBase<Inputs extends readonly ArtifactKind[]> {
   /** The step's id, as in `osbuild graph`. */
   readonly id: string;
+  /**
+   * The step's cache key (hex): equal exactly when kind, version, options, inputs, tool
+   * versions, architecture and source date are. Ids an output must hold (UUIDs, salts) are
+   * derived from it, so that two builds with one key make the same bytes.
+   */
+  readonly key: string;
   readonly arch: Arch;
   /** The build machine's architecture (programs of other architectures need emulation). */
   readonly hostArch: Arch;

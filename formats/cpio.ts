@@ -2,6 +2,7 @@
 // See Linux usr/gen_init_cpio.c and Documentation/driver-api/early-userspace/buffer-format.rst.
 
 import { FILE_TYPE_BITS, modeOf } from "./mode.js";
+import { decodeName, encodeName } from "./names.js";
 
 export const NEWC_MAGIC = "070701";
 export const TRAILER_NAME = "TRAILER!!!";
@@ -27,7 +28,7 @@ export interface CpioEntry {
 
 /** Header + name + padding; the caller writes `size` bytes of data and then `padding(size)`. */
 export function encodeNewcHeader(entry: CpioEntry): Buffer {
-  const name = Buffer.from(`${entry.name}\0`, "utf8");
+  const name = Buffer.concat([encodeName(entry.name), Buffer.of(0)]);
   const fields = [
     entry.ino,
     modeOf(entry.type, entry.mode),
@@ -218,7 +219,7 @@ export class CpioParser {
           const target = Buffer.concat(state.parts);
           // Some writers count a NUL after the target; the kernel stops at it too.
           const end = target.indexOf(0);
-          const header = { ...state.header, linkTarget: target.toString("utf8", 0, end < 0 ? target.length : end) };
+          const header = { ...state.header, linkTarget: decodeName(target.subarray(0, end < 0 ? target.length : end)) };
           this.events.onEntry(header, state.dataOffset);
           this.events.onEntryEnd?.();
           this.state = state.padding > 0 ? { kind: "skip", remaining: state.padding, next: "header" } : { kind: "header" };
@@ -270,7 +271,7 @@ export class CpioParser {
     const nameSize = field(11);
     const nameBytes = block.subarray(HEADER_SIZE, HEADER_SIZE + nameSize);
     if (nameBytes[nameBytes.length - 1] !== 0) throw new CpioFormatError(`the name of the entry at byte ${start} does not end with a NUL: the archive is corrupted`);
-    const name = nameBytes.toString("utf8", 0, nameSize - 1);
+    const name = decodeName(nameBytes.subarray(0, nameSize - 1));
     const rawMode = field(1);
     const size = field(6);
     const format = block.toString("latin1", 0, 6) === NEWC_CRC_MAGIC ? "crc" : "newc";

@@ -4,6 +4,10 @@
 // synchronous loops in worker threads and async streams alike, and never buffers entry
 // bodies. The writer emits only what a reproducible layer needs: numeric owners, integer
 // mtimes, and pax records for anything ustar cannot hold (long names, xattrs, big numbers).
+// Archives come from anywhere: every number is checked against the format (a header that
+// says otherwise is refused, naming its entry), and names are bytes (see names.ts).
+
+import { decodeName, encodeName } from "./names.js";
 
 export const BLOCK = 512;
 
@@ -59,11 +63,10 @@ export type TarWritable = Pick<TarHeader, "path" | "type" | "mode" | "uid" | "gi
 export function encodeTarHeader(entry: TarWritable): Buffer {
   const name = entry.type === "dir" ? `${entry.path}/` : entry.path;
   const pax: Array<[string, Buffer]> = [];
-  const nameBytes = Buffer.from(name, "utf8");
-  if (nameBytes.length > 100 || !isAscii(name)) pax.push(["path", nameBytes]);
-  const link = entry.linkTarget ?? "";
-  const linkBytes = Buffer.from(link, "utf8");
-  if (linkBytes.length > 100 || !isAscii(link)) pax.push(["linkpath", linkBytes]);
+  const nameBytes = encodeName(name);
+  if (nameBytes.length > 100 || !isPrintableAscii(nameBytes)) pax.push(["path", nameBytes]);
+  const linkBytes = encodeName(entry.linkTarget ?? "");
+  if (linkBytes.length > 100 || !isPrintableAscii(linkBytes)) pax.push(["linkpath", linkBytes]);
   const size = entry.type === "file" ? entry.size : 0;
   if (size > OCTAL_LIMIT_12) pax.push(["size", Buffer.from(String(size))]);
   if (entry.uid > OCTAL_LIMIT_8) pax.push(["uid", Buffer.from(String(entry.uid))]);
@@ -74,14 +77,15 @@ export function encodeTarHeader(entry: TarWritable): Buffer {
   }
 
   const ustar = Buffer.alloc(BLOCK);
-  writeString(ustar, 0, 100, nameBytes.length > 100 ? truncateUtf8(name, 100) : name);
+  // With a pax record, the ustar fields hold a prefix of the bytes: the record is what counts.
+  nameBytes.copy(ustar, 0, 0, Math.min(nameBytes.length, 100));
   writeOctal(ustar, 100, 8, entry.mode & 0o7777);
   writeOctal(ustar, 108, 8, Math.min(entry.uid, OCTAL_LIMIT_8));
   writeOctal(ustar, 116, 8, Math.min(entry.gid, OCTAL_LIMIT_8));
   writeOctal(ustar, 124, 12, Math.min(size, OCTAL_LIMIT_12));
   writeOctal(ustar, 136, 12, Math.max(0, Math.min(entry.mtime, OCTAL_LIMIT_12)));
   ustar.write(TYPE_FLAGS[entry.type], 156, "latin1");
-  writeString(ustar, 157, 100, linkBytes.length > 100 ? truncateUtf8(link, 100) : link);
+  linkBytes.copy(ustar, 157, 0, Math.min(linkBytes.length, 100));
   ustar.write("ustar\u000000", 257, "latin1");
   if (entry.type === "char" || entry.type === "block") {
     writeOctal(ustar, 329, 8, entry.devMajor ?? 0);
@@ -92,7 +96,7 @@ export function encodeTarHeader(entry: TarWritable): Buffer {
   if (pax.length === 0) return ustar;
   const records = Buffer.concat(pax.map(([key, value]) => encodePaxRecord(key, value)));
   const paxHeader = Buffer.alloc(BLOCK);
-  writeString(paxHeader, 0, 100, "PaxHeader");
+  paxHeader.write("PaxHeader", 0, 100, "latin1");
   writeOctal(paxHeader, 100, 8, 0o644);
   writeOctal(paxHeader, 108, 8, 0);
   writeOctal(paxHeader, 116, 8, 0);
@@ -116,24 +120,16 @@ export function tarTrailer(): Buffer {
 }
 
 function encodePaxRecord(key: string, value: Buffer): Buffer {
-  const body = Buffer.concat([Buffer.from(` ${key}=`, "utf8"), value, Buffer.from("\n")]);
+  const body = Buffer.concat([Buffer.from(" "), encodeName(key), Buffer.from("="), value, Buffer.from("\n")]);
   // The length prefix counts its own digits, so grow it until it is self-consistent.
   let length = body.length + 1;
   while (String(length).length + body.length !== length) length = String(length).length + body.length;
   return Buffer.concat([Buffer.from(String(length)), body]);
 }
 
-function isAscii(text: string): boolean {
-  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7e || text.charCodeAt(i) < 0x20) return false;
+function isPrintableAscii(bytes: Buffer): boolean {
+  for (const byte of bytes) if (byte > 0x7e || byte < 0x20) return false;
   return true;
-}
-
-function truncateUtf8(text: string, max: number): string {
-  return Buffer.from(text, "utf8").subarray(0, max).toString("latin1");
-}
-
-function writeString(block: Buffer, offset: number, length: number, text: string): void {
-  block.write(text, offset, length, "latin1");
 }
 
 function writeOctal(block: Buffer, offset: number, length: number, value: number): void {
@@ -246,19 +242,21 @@ export class TarParser {
       return;
     }
     this.zeroBlocks = 0;
+    const at = this.offset - BLOCK;
     if (!checksumMatches(block)) {
-      throw new TarFormatError(`bad header checksum at byte ${this.offset - BLOCK}: not a tar archive, or corrupted`);
+      throw new TarFormatError(`bad header checksum at byte ${at}: not a tar archive, or corrupted`);
     }
     const typeflag = String.fromCharCode(block[156]!);
-    const size = readNumber(block, 124, 12);
+    const name = this.rawPathOf(block);
+    const size = readNumber(block, 124, 12, "size", name);
     const padding = paddingFor(size);
     if (typeflag === "x" || typeflag === "g" || typeflag === "L" || typeflag === "K") {
-      if (size > 64 * 1024 * 1024) throw new TarFormatError(`extended header of ${size} bytes is too large`);
+      if (size > 64 * 1024 * 1024) throw new TarFormatError(`extended header of ${size} bytes at byte ${at} is too large`);
       this.state = size > 0 ? { kind: "meta", remaining: size, padding, typeflag, parts: [] } : { kind: "header" };
       if (size === 0) this.finishMeta(typeflag, Buffer.alloc(0));
       return;
     }
-    const header = this.buildHeader(block, typeflag, size);
+    const header = this.buildHeader(block, typeflag, name, size);
     const dataSize = header.type === "file" ? header.size : 0;
     this.events.onEntry(header, this.offset);
     this.pax = {};
@@ -274,22 +272,26 @@ export class TarParser {
   }
 
   private finishMeta(typeflag: string, data: Buffer): void {
-    if (typeflag === "L") this.longName = cString(data);
-    else if (typeflag === "K") this.longLink = cString(data);
+    if (typeflag === "L") this.longName = decodeName(cBytes(data));
+    else if (typeflag === "K") this.longLink = decodeName(cBytes(data));
     else if (typeflag === "x") Object.assign(this.pax, parsePax(data));
     else Object.assign(this.globalPax, parsePax(data));
   }
 
-  private buildHeader(block: Buffer, typeflag: string, size: number): TarHeader {
+  /** The entry's name as stored: a pax path, a GNU long name, or the ustar prefix and name. */
+  private rawPathOf(block: Buffer): string {
+    const paxPath = this.pax.path ?? this.globalPax.path;
+    if (paxPath) return decodeName(paxPath);
+    if (this.longName !== undefined) return this.longName;
+    const name = decodeName(cBytes(block.subarray(0, 100)));
+    const isUstar = block.subarray(257, 262).toString("latin1") === "ustar";
+    const prefix = isUstar ? decodeName(cBytes(block.subarray(345, 500))) : "";
+    return prefix ? `${prefix}/${name}` : name;
+  }
+
+  private buildHeader(block: Buffer, typeflag: string, rawPath: string, size: number): TarHeader {
     const pax = { ...this.globalPax, ...this.pax };
-    let rawPath = pax.path?.toString("utf8") ?? this.longName;
-    if (rawPath === undefined) {
-      const name = cString(block.subarray(0, 100));
-      const isUstar = block.subarray(257, 262).toString("latin1") === "ustar";
-      const prefix = isUstar ? cString(block.subarray(345, 500)) : "";
-      rawPath = prefix ? `${prefix}/${name}` : name;
-    }
-    const rawLink = pax.linkpath?.toString("utf8") ?? this.longLink ?? cString(block.subarray(157, 257));
+    const rawLink = pax.linkpath ? decodeName(pax.linkpath) : (this.longLink ?? decodeName(cBytes(block.subarray(157, 257))));
     let type: TarEntryType;
     switch (typeflag) {
       case "0":
@@ -318,20 +320,21 @@ export class TarParser {
       default:
         throw new TarFormatError(`entry '${rawPath}' has tar type '${typeflag}', which is not supported (sparse or vendor-specific entries)`);
     }
+    const number = (field: "uid" | "gid", offset: number): number => (pax[field] ? paxId(pax[field], field, rawPath) : readNumber(block, offset, 8, field, rawPath));
     const header: TarHeader = {
       path: normalizeTarPath(rawPath),
       rawPath,
       type,
-      mode: readNumber(block, 100, 8) & 0o7777,
-      uid: pax.uid ? Number(pax.uid.toString()) : readNumber(block, 108, 8),
-      gid: pax.gid ? Number(pax.gid.toString()) : readNumber(block, 116, 8),
-      size: type === "file" ? (pax.size ? Number(pax.size.toString()) : size) : 0,
-      mtime: pax.mtime ? Math.floor(Number(pax.mtime.toString())) : readNumber(block, 136, 12),
+      mode: readNumber(block, 100, 8, "mode", rawPath) & 0o7777,
+      uid: number("uid", 108),
+      gid: number("gid", 116),
+      size: type === "file" ? (pax.size ? paxSize(pax.size, rawPath) : size) : 0,
+      mtime: pax.mtime ? paxTime(pax.mtime, rawPath) : readNumber(block, 136, 12, "mtime", rawPath),
     };
     if (type === "symlink" || type === "hardlink") header.linkTarget = rawLink;
     if (type === "char" || type === "block") {
-      header.devMajor = readNumber(block, 329, 8);
-      header.devMinor = readNumber(block, 337, 8);
+      header.devMajor = readNumber(block, 329, 8, "device major", rawPath);
+      header.devMinor = readNumber(block, 337, 8, "device minor", rawPath);
     }
     const xattrs: Record<string, Buffer> = {};
     for (const [key, value] of Object.entries(pax)) {
@@ -352,38 +355,71 @@ export function normalizeTarPath(raw: string): string {
 }
 
 function parsePax(data: Buffer): Record<string, Buffer> {
-  const records: Record<string, Buffer> = {};
+  const records: Record<string, Buffer> = Object.create(null) as Record<string, Buffer>;
   let position = 0;
   while (position < data.length) {
     const space = data.indexOf(0x20, position);
-    if (space < 0) break;
-    const length = Number(data.subarray(position, space).toString("latin1"));
-    if (!Number.isInteger(length) || length <= 0 || position + length > data.length) {
+    const digits = space < 0 ? "" : data.subarray(position, space).toString("latin1");
+    const length = /^[0-9]{1,9}$/.test(digits) ? Number(digits) : NaN;
+    if (!(length > digits.length + 1) || position + length > data.length || data[position + length - 1] !== 0x0a) {
       throw new TarFormatError(`malformed pax record at offset ${position}`);
     }
     const record = data.subarray(space + 1, position + length - 1); // drop the trailing newline
     const equals = record.indexOf(0x3d);
-    if (equals > 0) records[record.subarray(0, equals).toString("utf8")] = Buffer.from(record.subarray(equals + 1));
+    if (equals > 0) records[decodeName(record.subarray(0, equals))] = Buffer.from(record.subarray(equals + 1));
     position += length;
   }
   return records;
 }
 
-function cString(bytes: Buffer): string {
+/** The bytes of a NUL-terminated field. */
+function cBytes(bytes: Buffer): Buffer {
   const nul = bytes.indexOf(0);
-  return bytes.subarray(0, nul < 0 ? bytes.length : nul).toString("utf8");
+  return bytes.subarray(0, nul < 0 ? bytes.length : nul);
 }
 
-function readNumber(block: Buffer, offset: number, length: number): number {
-  const field = block.subarray(offset, offset + length);
-  if (field[0]! & 0x80) {
-    // GNU base-256: big-endian two's complement, high bit set as a marker
-    let value = field[0]! & 0x7f;
-    for (let i = 1; i < field.length; i++) value = value * 256 + field[i]!;
+/**
+ * A numeric header field: octal digits (with the leading blanks and trailing NUL or blank
+ * tar writers use), or GNU's base-256. Anything else, and negative or huge numbers, is
+ * refused: no such number may reach a filesystem.
+ */
+function readNumber(block: Buffer, offset: number, length: number, field: string, entry: string): number {
+  const bytes = block.subarray(offset, offset + length);
+  if (bytes[0]! & 0x80) {
+    if (bytes[0]! & 0x40) throw new TarFormatError(`entry '${entry}' has a negative ${field} (base-256)`);
+    let value = bytes[0]! & 0x3f;
+    for (let i = 1; i < bytes.length; i++) value = value * 256 + bytes[i]!;
+    if (!Number.isSafeInteger(value)) throw new TarFormatError(`entry '${entry}' has a ${field} too large to be true (base-256)`);
     return value;
   }
-  const text = cString(field).trim();
-  return text === "" ? 0 : parseInt(text, 8);
+  const text = cBytes(bytes).toString("latin1").replace(/^ +| +$/g, "");
+  if (text === "") return 0;
+  if (!/^[0-7]+$/.test(text)) throw new TarFormatError(`entry '${entry}' has a malformed ${field} field (${JSON.stringify(text)}: not an octal number)`);
+  return parseInt(text, 8);
+}
+
+/** A pax uid or gid: a decimal id Linux can have (0 to 2^32 - 2). */
+function paxId(value: Buffer, field: string, entry: string): number {
+  const text = value.toString("latin1");
+  const id = /^[0-9]{1,10}$/.test(text) ? Number(text) : NaN;
+  if (!(id <= 0xfffffffe)) throw new TarFormatError(`entry '${entry}' has the pax ${field} ${JSON.stringify(text)}, which is not a valid id`);
+  return id;
+}
+
+function paxSize(value: Buffer, entry: string): number {
+  const text = value.toString("latin1");
+  const size = /^[0-9]{1,16}$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(size)) throw new TarFormatError(`entry '${entry}' has the pax size ${JSON.stringify(text)}, which is not a byte count`);
+  return size;
+}
+
+/** A pax mtime: decimal seconds, maybe negative, maybe with a fraction (dropped). */
+function paxTime(value: Buffer, entry: string): number {
+  const text = value.toString("latin1");
+  const match = /^(-?[0-9]{1,15})(\.[0-9]*)?$/.exec(text);
+  if (!match) throw new TarFormatError(`entry '${entry}' has the pax mtime ${JSON.stringify(text)}, which is not a time`);
+  const seconds = Number(match[1]);
+  return match[2] && seconds < 0 && /[1-9]/.test(match[2]) ? seconds - 1 : seconds;
 }
 
 function checksumMatches(block: Buffer): boolean {
@@ -394,7 +430,9 @@ function checksumMatches(block: Buffer): boolean {
     unsigned += byte;
     signed += byte > 127 ? byte - 256 : byte;
   }
-  const stored = readNumber(block, 148, 8);
+  const text = cBytes(block.subarray(148, 156)).toString("latin1").trim();
+  if (!/^[0-7]+$/.test(text)) return false;
+  const stored = parseInt(text, 8);
   return stored === unsigned || stored === signed;
 }
 

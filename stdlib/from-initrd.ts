@@ -15,6 +15,7 @@ import type { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { defineStep, type RootfsStepContext, type Tree } from "../engine/index.js";
 import { CpioFormatError, CpioParser, type CpioHeader } from "../formats/cpio.js";
+import { hostPath } from "../formats/names.js";
 
 const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
@@ -264,12 +265,12 @@ class TreeWriter {
     for (const directory of this.directories.reverse()) {
       const host = this.tree.path(directory.path, { followSymlink: false });
       try {
-        if (!lstatSync(host).isDirectory()) continue; // replaced by a later entry
+        if (!lstatSync(hostPath(host)).isDirectory()) continue; // replaced by a later entry
       } catch {
         continue;
       }
-      chmodSync(host, directory.mode);
-      utimesSync(host, directory.mtime, directory.mtime);
+      chmodSync(hostPath(host), directory.mode);
+      utimesSync(hostPath(host), directory.mtime, directory.mtime);
     }
   }
 
@@ -283,22 +284,22 @@ class TreeWriter {
     }
     const slash = path.lastIndexOf("/");
     const parent = this.tree.path(slash < 0 ? "" : path.slice(0, slash));
-    mkdirSync(parent, { recursive: true });
+    mkdirSync(hostPath(parent), { recursive: true });
     const target = join(parent, path.slice(slash + 1));
     switch (header.type) {
       case "file":
         this.current = { fd: this.openFile(path, target, header), path, header };
         return;
       case "symlink":
-        rmSync(target, { recursive: true, force: true });
-        symlinkSync(header.linkTarget!, target);
+        rmSync(hostPath(target), { recursive: true, force: true });
+        symlinkSync(hostPath(header.linkTarget!), hostPath(target));
         this.tree.chown(path, header.uid, header.gid);
-        lutimesSync(target, header.mtime, header.mtime);
+        lutimesSync(hostPath(target), header.mtime, header.mtime);
         return;
       default:
-        rmSync(target, { recursive: true, force: true });
+        rmSync(hostPath(target), { recursive: true, force: true });
         this.tree.mknod(path, { type: header.type, major: header.rdevMajor, minor: header.rdevMinor, mode: header.mode, uid: header.uid, gid: header.gid });
-        lutimesSync(target, header.mtime, header.mtime);
+        lutimesSync(hostPath(target), header.mtime, header.mtime);
     }
   }
 
@@ -314,19 +315,19 @@ class TreeWriter {
       const firstHost = this.tree.path(first, { followSymlink: false });
       let linkable = false;
       try {
-        linkable = lstatSync(firstHost).isFile();
+        linkable = lstatSync(hostPath(firstHost)).isFile();
       } catch {
         /* removed by a later entry: this name starts the file anew */
       }
       if (linkable) {
-        rmSync(target, { recursive: true, force: true });
-        linkSync(firstHost, target);
-        return openSync(target, "r+");
+        rmSync(hostPath(target), { recursive: true, force: true });
+        linkSync(hostPath(firstHost), hostPath(target));
+        return openSync(hostPath(target), "r+");
       }
     }
-    rmSync(target, { recursive: true, force: true });
+    rmSync(hostPath(target), { recursive: true, force: true });
     if (key !== undefined) this.links.set(key, path);
-    return openSync(target, "wx", 0o600);
+    return openSync(hostPath(target), "wx", 0o600);
   }
 
   private data(chunk: Buffer): void {
@@ -343,8 +344,8 @@ class TreeWriter {
     const host = this.tree.path(file.path, { followSymlink: false });
     // Owner first: changing it clears setuid and setgid, which the mode then restores.
     this.tree.chown(file.path, file.header.uid, file.header.gid);
-    chmodSync(host, file.header.mode);
-    utimesSync(host, file.header.mtime, file.header.mtime);
+    chmodSync(hostPath(host), file.header.mode);
+    utimesSync(hostPath(host), file.header.mtime, file.header.mtime);
   }
 
   private directory(path: string, header: CpioHeader): void {
@@ -353,13 +354,13 @@ class TreeWriter {
     const resolved = this.tree.path(path);
     let isDirectory = false;
     try {
-      isDirectory = statSync(resolved).isDirectory();
+      isDirectory = statSync(hostPath(resolved)).isDirectory();
     } catch {
       /* missing */
     }
     if (!isDirectory) {
-      rmSync(resolved, { recursive: true, force: true });
-      mkdirSync(resolved, { recursive: true, mode: 0o755 });
+      rmSync(hostPath(resolved), { recursive: true, force: true });
+      mkdirSync(hostPath(resolved), { recursive: true, mode: 0o755 });
     }
     const real = relative(this.tree.root, resolved);
     this.tree.chown(real, header.uid, header.gid);

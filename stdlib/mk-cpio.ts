@@ -11,6 +11,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { defineStep, type ExecOptions, type ExecResult, type FileEntry, type LayerEvent } from "../engine/index.js";
 import { encodeNewcHeader, newcPadding, newcTrailer, type CpioEntry } from "../formats/cpio.js";
+import { encodeName } from "../formats/names.js";
 import { checkBootable } from "./checks.js";
 
 export type CpioCompression = "gzip" | "zstd" | "none";
@@ -152,7 +153,7 @@ async function* layerArchive(batches: AsyncIterable<readonly LayerEvent[]>, firs
           out.push(encodeNewcHeader({ ...base, type: "dir", nlink: 2, size: 0 }));
           break;
         case "symlink": {
-          const target = Buffer.from(entry.linkTarget!, "utf8");
+          const target = encodeName(entry.linkTarget!);
           out.push(encodeNewcHeader({ ...base, type: "symlink", size: target.length }), target, Buffer.alloc(newcPadding(target.length)));
           break;
         }

@@ -8,6 +8,7 @@
 
 import { lstatSync, readdirSync, readlinkSync, type Stats } from "node:fs";
 import { join } from "node:path";
+import { decodeName, hostPath } from "../../formats/names.js";
 import { diskMode } from "./extract.js";
 import { readXattrs } from "./host-metadata.js";
 import { type MergedView, parentOf } from "./merge.js";
@@ -52,15 +53,22 @@ export function walkTree(root: string): WalkedEntry[] {
   const result: WalkedEntry[] = [];
   const visit = (relative: string): void => {
     const dir = relative === "" ? root : join(root, relative);
-    for (const dirent of readdirSync(dir, { withFileTypes: true })) {
-      const path = relative === "" ? dirent.name : `${relative}/${dirent.name}`;
-      const stats = lstatSync(join(root, path));
+    // Names as bytes: a name that is not UTF-8 must not come back as U+FFFD.
+    for (const dirent of readdirSync(hostPath(dir), { withFileTypes: true, encoding: "buffer" })) {
+      const name = decodeName(dirent.name);
+      const path = relative === "" ? name : `${relative}/${name}`;
+      const stats = lstatSync(hostPath(join(root, path)));
       result.push({ path, stats });
       if (stats.isDirectory()) visit(path);
     }
   };
   visit("");
   return sortByPath(result);
+}
+
+/** A symlink's target, whatever bytes it holds. */
+export function readLinkTarget(path: string): string {
+  return decodeName(readlinkSync(hostPath(path), { encoding: "buffer" }));
 }
 
 export function fileTypeOf(stats: Stats): TocFile["type"] | "socket" {
@@ -157,7 +165,7 @@ export function diffTreeSync(root: string, base: MergedView, options: DiffOption
       size: type === "file" ? stats.size : 0,
       mtime: Math.min(Math.floor(stats.mtimeMs / 1000), options.sourceDateEpoch),
     };
-    if (type === "symlink") entry.linkTarget = readlinkSync(join(root, path));
+    if (type === "symlink") entry.linkTarget = readLinkTarget(join(root, path));
     if (type === "char" || type === "block") {
       const device = special ?? (placeholder ? { major: before.devMajor ?? 0, minor: before.devMinor ?? 0 } : splitDevice(stats.rdev));
       entry.devMajor = device.major;

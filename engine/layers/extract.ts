@@ -26,6 +26,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import { decodeName, hostPath } from "../../formats/names.js";
 import { TarParser, type TarHeader } from "../../formats/tar.js";
 import { CorruptContentError } from "../errors.js";
 import type { Digest } from "../key.js";
@@ -41,6 +42,11 @@ export interface ExtractOptions {
   fresh: boolean;
   /** Where to put temporary files (the xattr dump). */
   tempDir: string;
+}
+
+/** The host path of a tree path, for fs: its exact bytes (see formats/names.ts). */
+function at(root: string, path: string): string | Buffer {
+  return hostPath(join(root, path));
 }
 
 /** Modes on disk when not root: the owner must keep read/write access to copy and diff the tree. */
@@ -72,7 +78,7 @@ export function extractLayerSync(layerPath: string, digest: Digest, toc: Toc, ro
     for (const dir of chain.reverse()) {
       let stats;
       try {
-        stats = lstatSync(join(root, dir));
+        stats = lstatSync(at(root, dir));
       } catch {
         throw new UnsafeArchiveError(raw, `needs the directory '${dir}', which no layer creates`);
       }
@@ -85,12 +91,12 @@ export function extractLayerSync(layerPath: string, digest: Digest, toc: Toc, ro
     if (options.fresh) return false;
     let stats;
     try {
-      stats = lstatSync(join(root, path));
+      stats = lstatSync(at(root, path));
     } catch {
       return false;
     }
     if (wantDir && stats.isDirectory()) return true;
-    rmSync(join(root, path), { recursive: true, force: true });
+    rmSync(at(root, path), { recursive: true, force: true });
     return false;
   };
 
@@ -101,7 +107,7 @@ export function extractLayerSync(layerPath: string, digest: Digest, toc: Toc, ro
       if (path.slice(slash + 1).startsWith(WHITEOUT_PREFIX)) return; // applied up front
       if (path === "" || path.startsWith("/") || path.split("/").includes("..")) throw new UnsafeArchiveError(header.rawPath, "has an unsafe path");
       ensureSafeParent(path, header.rawPath);
-      const target = join(root, path);
+      const target = at(root, path);
       switch (header.type) {
         case "dir": {
           const exists = clearPath(path, true);
@@ -120,7 +126,7 @@ export function extractLayerSync(layerPath: string, digest: Digest, toc: Toc, ro
         }
         case "symlink":
           clearPath(path, false);
-          symlinkSync(header.linkTarget!, target);
+          symlinkSync(hostPath(header.linkTarget!), target);
           if (options.asRoot) lchownSync(target, header.uid, header.gid);
           lutimesSync(target, header.mtime, header.mtime);
           break;
@@ -129,7 +135,7 @@ export function extractLayerSync(layerPath: string, digest: Digest, toc: Toc, ro
           const linkTarget = header.linkTarget!.replace(/^(\.\/)+/, "");
           if (linkTarget.startsWith("/") || linkTarget.split("/").includes("..")) throw new UnsafeArchiveError(header.rawPath, `links outside the tree (${linkTarget})`);
           ensureSafeParent(linkTarget, header.rawPath);
-          linkSync(join(root, linkTarget), target);
+          linkSync(at(root, linkTarget), target);
           break;
         }
         case "char":
@@ -187,9 +193,9 @@ export function extractLayerSync(layerPath: string, digest: Digest, toc: Toc, ro
   const specialPaths = new Set(specials.map((node) => node.path));
   for (const entry of toc.entries) {
     if (specialPaths.has(entry.path) && entry.type !== "whiteout" && entry.type !== "opaque") {
-      if (options.asRoot) lchownSync(join(root, entry.path), entry.uid, entry.gid);
-      chmodSync(join(root, entry.path), entry.mode);
-      utimesSync(join(root, entry.path), entry.mtime, entry.mtime);
+      if (options.asRoot) lchownSync(at(root, entry.path), entry.uid, entry.gid);
+      chmodSync(at(root, entry.path), entry.mode);
+      utimesSync(at(root, entry.path), entry.mtime, entry.mtime);
     }
   }
   if (options.asRoot) applyXattrs(root, xattrs, options.tempDir);
@@ -203,16 +209,15 @@ function userXattrs(xattrs: Record<string, Buffer>): Record<string, Buffer> {
 /** Whiteouts and opaque markers delete from the layers below, before anything is written. */
 function applyDeletions(root: string, toc: Toc): void {
   for (const entry of toc.entries) {
-    if (entry.type === "whiteout") rmSync(join(root, entry.path), { recursive: true, force: true });
+    if (entry.type === "whiteout") rmSync(at(root, entry.path), { recursive: true, force: true });
     else if (entry.type === "opaque") {
-      const dir = join(root, entry.path);
-      let names: string[] = [];
+      let names: Buffer[] = [];
       try {
-        names = readdirSync(dir);
+        names = readdirSync(at(root, entry.path), { encoding: "buffer" });
       } catch {
         continue;
       }
-      for (const name of names) rmSync(join(dir, name), { recursive: true, force: true });
+      for (const name of names) rmSync(at(root, entry.path === "" ? decodeName(name) : `${entry.path}/${decodeName(name)}`), { recursive: true, force: true });
     }
   }
 }
@@ -220,5 +225,5 @@ function applyDeletions(root: string, toc: Toc): void {
 /** Sets directory mtimes last, deepest first, since writing children changes them. */
 export function setDirectoryTimes(root: string, dirs: ReadonlyArray<{ path: string; mtime: number }>): void {
   const sorted = [...dirs].sort((a, b) => b.path.length - a.path.length);
-  for (const dir of sorted) utimesSync(join(root, dir.path), dir.mtime, dir.mtime);
+  for (const dir of sorted) utimesSync(at(root, dir.path), dir.mtime, dir.mtime);
 }

@@ -2,8 +2,10 @@
 // applied and read in batches through the coreutils and attr programs, one spawn per batch.
 
 import { spawnSync } from "node:child_process";
-import { writeFileSync, unlinkSync } from "node:fs";
+import { closeSync, constants, openSync, renameSync, rmSync, writeFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
+import { hasEscapedBytes, hostPath } from "../../formats/names.js";
+import { encodeXattrDump, parseXattrDump, type XattrItem } from "../../formats/xattr-dump.js";
 
 export interface SpecialNode {
   path: string;
@@ -12,29 +14,34 @@ export interface SpecialNode {
   minor: number;
 }
 
-/** Creates device nodes (root only) and fifos under `root`. */
+/**
+ * Creates device nodes (root only) and fifos under `root`. No name from a layer goes into a
+ * command: mknod and mkfifo make each node under a name of ours in `root`, and the node is
+ * then renamed into place (any name, any bytes). Parents must already be directories.
+ */
 export function createSpecialNodes(root: string, nodes: readonly SpecialNode[]): void {
   if (nodes.length === 0) return;
-  const script = nodes
-    .map((node) =>
-      node.type === "fifo" ? `mkfifo -- ${shellQuote(node.path)}` : `mknod -- ${shellQuote(node.path)} ${node.type === "char" ? "c" : "b"} ${node.major} ${node.minor}`,
-    )
-    .join("\n");
-  const result = spawnSync("sh", ["-e", "-c", script], { cwd: root, encoding: "utf8" });
-  if (result.status !== 0) throw new Error(`could not create device nodes or fifos: ${result.stderr.trim()}`);
+  const stage = `.osbuild-node-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const staged = (index: number): string => `${stage}-${index}`;
+  const lines = nodes.map((node, index) => {
+    if (node.type === "fifo") return `mkfifo -- ${staged(index)}`;
+    if (!Number.isSafeInteger(node.major) || !Number.isSafeInteger(node.minor) || node.major < 0 || node.minor < 0) throw new Error(`device numbers of '${node.path}' are not numbers`);
+    return `mknod -- ${staged(index)} ${node.type === "char" ? "c" : "b"} ${node.major} ${node.minor}`;
+  });
+  const result = spawnSync("sh", ["-e", "-c", lines.join("\n")], { cwd: root, encoding: "utf8", env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" } });
+  try {
+    if (result.status !== 0) throw new Error(`could not create device nodes or fifos: ${result.stderr.trim()}`);
+    nodes.forEach((node, index) => renameSync(join(root, staged(index)), hostPath(join(root, node.path))));
+  } finally {
+    nodes.forEach((_, index) => rmSync(join(root, staged(index)), { force: true }));
+  }
 }
 
-/** Sets extended attributes, all at once via `setfattr --restore`. */
-export function applyXattrs(root: string, items: ReadonlyArray<{ path: string; xattrs: Record<string, Buffer> }>, tempDir: string): void {
+/** Sets extended attributes, all at once via `setfattr --restore` (a data file: names and paths escaped). */
+export function applyXattrs(root: string, items: readonly XattrItem[], tempDir: string): void {
   if (items.length === 0) return;
-  const dump = items
-    .map(({ path, xattrs }) => {
-      const lines = Object.entries(xattrs).map(([name, value]) => `${name}=0x${value.toString("hex")}`);
-      return `# file: ${escapeAttrPath(path)}\n${lines.join("\n")}\n`;
-    })
-    .join("\n");
   const file = join(tempDir, `xattrs-${process.pid}-${Math.random().toString(36).slice(2)}`);
-  writeFileSync(file, dump);
+  writeFileSync(file, encodeXattrDump(items));
   try {
     const result = spawnSync("setfattr", ["-h", `--restore=${file}`], { cwd: root, encoding: "utf8" });
     if (result.error) throw new Error(`cannot run setfattr: ${result.error.message} (install the Debian package attr)`);
@@ -47,27 +54,34 @@ export function applyXattrs(root: string, items: ReadonlyArray<{ path: string; x
 /** Reads every extended attribute of `paths` (relative to `root`); missing ones are omitted. */
 export function readXattrs(root: string, paths: readonly string[]): Map<string, Record<string, Buffer>> {
   const result = new Map<string, Record<string, Buffer>>();
+  // Arguments are text: a name that is not UTF-8 is read through an inherited descriptor.
+  const plain = paths.filter((path) => !hasEscapedBytes(path));
   const batch = 2000;
-  for (let start = 0; start < paths.length; start += batch) {
-    const chunk = paths.slice(start, start + batch).map((path) => `./${path}`);
-    const run = spawnSync("getfattr", ["-h", "-d", "-m", "-", "-e", "hex", "--", ...chunk], { cwd: root, encoding: "utf8", maxBuffer: 1 << 28 });
-    if (run.error) throw new Error(`cannot run getfattr: ${run.error.message} (install the Debian package attr)`);
-    let current: Record<string, Buffer> | undefined;
-    for (const line of run.stdout.split("\n")) {
-      if (line.startsWith("# file: ")) {
-        current = {};
-        let path = unescapeAttrPath(line.slice("# file: ".length));
-        while (path.startsWith("./")) path = path.slice(2);
-        result.set(path, current);
-      } else if (current && line.includes("=")) {
-        const equals = line.indexOf("=");
-        const value = line.slice(equals + 1);
-        current[line.slice(0, equals)] = value.startsWith("0x") ? Buffer.from(value.slice(2), "hex") : Buffer.from(value.replace(/^"|"$/g, ""));
-      }
+  for (let start = 0; start < plain.length; start += batch) {
+    const chunk = plain.slice(start, start + batch).map((path) => `./${path}`);
+    parseXattrDump(runGetfattr(["-h", "--", ...chunk], root), (path) => path.replace(/^(\.\/)+/, ""), result);
+  }
+  for (const path of paths.filter(hasEscapedBytes)) {
+    let fd: number;
+    try {
+      fd = openSync(hostPath(join(root, path)), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch {
+      continue; // a symlink (its xattrs can't be read this way) or gone
+    }
+    try {
+      parseXattrDump(runGetfattr(["--", "/proc/self/fd/3"], root, fd), () => path, result);
+    } finally {
+      closeSync(fd);
     }
   }
   for (const [path, xattrs] of result) if (Object.keys(xattrs).length === 0) result.delete(path);
   return result;
+}
+
+function runGetfattr(args: readonly string[], cwd: string, fd?: number): string {
+  const run = spawnSync("getfattr", ["-d", "-m", "-", "-e", "hex", ...args], { cwd, encoding: "utf8", maxBuffer: 1 << 28, stdio: fd === undefined ? "pipe" : ["ignore", "pipe", "pipe", fd] });
+  if (run.error) throw new Error(`cannot run getfattr: ${run.error.message} (install the Debian package attr)`);
+  return run.stdout;
 }
 
 /** Whether the attr tools exist; without them xattrs are kept in layers but not on disk. */
@@ -77,28 +91,4 @@ let attrTools: boolean | undefined;
 export function haveAttrTools(): boolean {
   attrTools ??= spawnSync("getfattr", ["--version"]).status === 0;
   return attrTools;
-}
-
-function shellQuote(text: string): string {
-  return `'${text.replace(/'/g, `'\\''`)}'`;
-}
-
-// getfattr/setfattr escape control characters, backslash and non-ASCII bytes as \ooo.
-function escapeAttrPath(path: string): string {
-  let out = "";
-  for (const byte of Buffer.from(path, "utf8")) {
-    out += byte < 0x21 || byte > 0x7e || byte === 0x5c ? `\\${byte.toString(8).padStart(3, "0")}` : String.fromCharCode(byte);
-  }
-  return out;
-}
-
-function unescapeAttrPath(text: string): string {
-  const bytes: number[] = [];
-  for (let i = 0; i < text.length; i++) {
-    if (text[i] === "\\" && /^[0-7]{3}$/.test(text.slice(i + 1, i + 4))) {
-      bytes.push(parseInt(text.slice(i + 1, i + 4), 8));
-      i += 3;
-    } else bytes.push(...Buffer.from(text[i]!, "utf8"));
-  }
-  return Buffer.from(bytes).toString("utf8");
 }

@@ -1,6 +1,7 @@
 // A layer's table of contents: every entry's metadata and where its data sits in the tar,
 // stored beside the layer so that merging, lookups and checks never re-read the layer.
 
+import { encodeName } from "../../formats/names.js";
 import type { TarHeader } from "../../formats/tar.js";
 import type { FileEntry, FileType } from "../types.js";
 
@@ -108,12 +109,12 @@ function stripDotSlash(path: string): string {
 /** Byte-wise path order (what `tar --sort=name` and the cpio/ext4 writers use). */
 export function comparePaths(a: string, b: string): number {
   if (a === b) return 0;
-  return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+  return Buffer.compare(encodeName(a), encodeName(b));
 }
 
 /** Sorts paths byte-wise, caching the UTF-8 encodings. */
 export function sortByPath<T extends { path: string }>(items: T[]): T[] {
-  const keyed = items.map((item) => ({ item, key: Buffer.from(item.path, "utf8") }));
+  const keyed = items.map((item) => ({ item, key: encodeName(item.path) }));
   keyed.sort((x, y) => Buffer.compare(x.key, y.key));
   return keyed.map(({ item }) => item);
 }

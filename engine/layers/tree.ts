@@ -1,12 +1,14 @@
 // The mutable tree a rootfs-producing step works on, and path resolution that never leaves it.
 
-import { chmodSync, closeSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, rmSync, symlinkSync, utimesSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { TarParser, type TarHeader } from "../../formats/tar.js";
 import type { Tree } from "../types.js";
 import { createSpecialNodes, applyXattrs } from "./host-metadata.js";
 import type { TreeOverrides } from "./diff.js";
 import { resolveSymlinks } from "./paths.js";
+import { readLinkTarget } from "./diff.js";
+import { hostPath } from "../../formats/names.js";
 import { checkedArchivePath, openDecompressed } from "./import.js";
 
 /**
@@ -17,7 +19,7 @@ export function resolveInRoot(root: string, path: string, followFinal = true): s
   const resolved = resolveSymlinks(path, (candidate) => {
     try {
       const full = join(root, candidate);
-      return lstatSync(full).isSymbolicLink() ? { symlinkTarget: readlinkSync(full) } : {};
+      return lstatSync(hostPath(full)).isSymbolicLink() ? { symlinkTarget: readLinkTarget(full) } : {};
     } catch {
       return undefined; // does not exist (yet): taken literally
     }
@@ -56,7 +58,7 @@ export class StepTree implements Tree {
 
   /** chown of an already resolved layer path. */
   private chownAt(relative: string, uid: number, gid: number): void {
-    const host = join(this.root, relative);
+    const host = hostPath(join(this.root, relative));
     if (this.asRoot) {
       // chown clears setuid and setgid (for root too): put the mode back as it was.
       const mode = lstatSync(host).mode;
@@ -74,7 +76,7 @@ export class StepTree implements Tree {
 
   mknod(path: string, node: { type: "char" | "block" | "fifo"; major?: number; minor?: number; mode: number; uid?: number; gid?: number }): void {
     const relative = this.layerPath(path);
-    const host = join(this.root, relative);
+    const host = hostPath(join(this.root, relative));
     rmSync(host, { force: true });
     const major = node.major ?? 0;
     const minor = node.minor ?? 0;
@@ -120,35 +122,35 @@ export class StepTree implements Tree {
           const resolved = this.path(path); // an existing symlink to a directory is kept and followed
           let isDir = false;
           try {
-            isDir = lstatSync(resolved).isDirectory();
+            isDir = lstatSync(hostPath(resolved)).isDirectory();
           } catch {
             /* missing */
           }
           if (!isDir) {
-            rmSync(resolved, { force: true });
-            mkdirSync(resolved, { recursive: true });
+            rmSync(hostPath(resolved), { force: true });
+            mkdirSync(hostPath(resolved), { recursive: true });
           }
-          chmodSync(resolved, header.mode);
+          chmodSync(hostPath(resolved), header.mode);
           finish(header, layerPathOf(resolved));
           directoryTimes.push({ path, mtime: header.mtime });
           return;
         }
-        mkdirSync(parent, { recursive: true });
-        rmSync(target, { recursive: true, force: true });
+        mkdirSync(hostPath(parent), { recursive: true });
+        rmSync(hostPath(target), { recursive: true, force: true });
         switch (header.type) {
           case "file": {
-            const fd = openSync(target, "wx", 0o600);
+            const fd = openSync(hostPath(target), "wx", 0o600);
             current = { fd, header, relative: layerPathOf(target) }; // closed at the entry's end, after its data
             return;
           }
           case "symlink":
-            symlinkSync(header.linkTarget!, target);
-            lutimesSync(target, header.mtime, header.mtime);
+            symlinkSync(hostPath(header.linkTarget!), hostPath(target));
+            lutimesSync(hostPath(target), header.mtime, header.mtime);
             finish(header, layerPathOf(target));
             return;
           case "hardlink": {
             const linked = checkedArchivePath(header.linkTarget!, header.rawPath, "link");
-            linkSync(this.path(base ? `${base}/${linked}` : linked, { followSymlink: false }), target);
+            linkSync(hostPath(this.path(base ? `${base}/${linked}` : linked, { followSymlink: false })), hostPath(target));
             return;
           }
           default:
@@ -175,14 +177,14 @@ export class StepTree implements Tree {
     // Looked up again: a later entry may have replaced the directory (with a symlink, even one
     // pointing out of the tree), and only a directory still inside the tree gets its time.
     for (const { path, mtime } of directoryTimes) {
-      const host = this.path(path);
+      const host = hostPath(this.path(path));
       if (lstatSync(host, { throwIfNoEntry: false })?.isDirectory()) utimesSync(host, mtime, mtime);
     }
   }
 
   private closeExtracted(file: { fd: number; header: TarHeader; relative: string }, finish: (header: TarHeader, relative: string) => void): void {
     closeSync(file.fd);
-    const host = join(this.root, file.relative);
+    const host = hostPath(join(this.root, file.relative));
     chmodSync(host, file.header.mode);
     finish(file.header, file.relative);
     utimesSync(host, file.header.mtime, file.header.mtime);

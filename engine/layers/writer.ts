@@ -3,6 +3,7 @@
 
 import { createHash, type Hash } from "node:crypto";
 import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
+import { hostPath } from "../../formats/names.js";
 import { encodeTarHeader, paddingFor, tarTrailer } from "../../formats/tar.js";
 import type { Digest } from "../key.js";
 import { type Toc, type TocEntry, type TocFile, isFile, markerTarPath, decodeXattrs } from "./toc.js";
@@ -148,7 +149,7 @@ function copyContent(out: HashingFileWriter, entry: TocFile, content: ContentSou
     out.copyFrom(content.fd, content.offset, entry.size, entry.path);
     return;
   }
-  const fd = openSync(content.path, "r");
+  const fd = openSync(hostPath(content.path), "r");
   try {
     const actual = fstatSync(fd).size;
     if (actual !== entry.size) throw new Error(`${content.path} changed size while the layer was written (${entry.size} → ${actual} bytes)`);

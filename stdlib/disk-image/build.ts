@@ -5,10 +5,11 @@
 import { createHash } from "node:crypto";
 import { closeSync, ftruncateSync, openSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import type { BlobStepContext, RootfsInput } from "../../engine/index.js";
+import type { BlobStepContext, RootfsInput, ToolSpec } from "../../engine/index.js";
 import { guidFromHash } from "../../formats/gpt.js";
 import { checkBootable } from "../checks.js";
 import { makeErofs } from "./erofs.js";
+import { FAKEROOT_TOOLS } from "./fakeroot.js";
 import { makeExt4, planExt4 } from "./ext4.js";
 import { planLayout, writePartitionTables, type DiskLayout, type PartitionTable } from "./layout.js";
 import { copyIntoImage, copyOutOfImage } from "./sparse.js";
@@ -52,17 +53,14 @@ export function validateDiskImageOptions(options: DiskImageOptions): string | un
   return undefined;
 }
 
-export const DISK_IMAGE_TOOLS = (options: DiskImageOptions): Array<{ command: string; versionArgs: string[]; package: string }> => {
+export const DISK_IMAGE_TOOLS = (options: DiskImageOptions): ToolSpec[] => {
   switch (options.fsType ?? "ext4") {
     case "xfs":
       return [{ command: "mkfs.xfs", versionArgs: ["-V"], package: "xfsprogs" }];
     case "erofs":
-      return [{ command: "mkfs.erofs", versionArgs: ["--help"], package: "erofs-utils" }];
+      return [{ command: "mkfs.erofs", versionArgs: ["--help"], package: "erofs-utils" }, ...FAKEROOT_TOOLS];
     default:
-      return [
-        { command: "mke2fs", versionArgs: ["-V"], package: "e2fsprogs" },
-        { command: "debugfs", versionArgs: ["-V"], package: "e2fsprogs" },
-      ];
+      return [{ command: "mke2fs", versionArgs: ["-V"], package: "e2fsprogs" }, ...FAKEROOT_TOOLS];
   }
 };
 
@@ -77,7 +75,7 @@ export async function buildDiskImage(ctx: BlobStepContext<readonly ["rootfs"]>, 
   if (problem) ctx.fail(problem);
   const [entries, tree] = await Promise.all([rootfs.entries(), rootfs.materialize()]);
   const fsType = options.fsType ?? "ext4";
-  const ids = identities(rootfs.digest, options);
+  const ids = identities(ctx.key);
   const workDir = await ctx.tempDir();
   const asRoot = process.getuid?.() === 0;
   const extraFreeMiB = options.extraFreeMiB ?? 0;
@@ -134,9 +132,9 @@ export async function buildDiskImage(ctx: BlobStepContext<readonly ["rootfs"]>, 
   return { layout, verity };
 }
 
-/** Filesystem UUID, hash seed, partition ids and verity salt: fixed for a given input and options. */
-function identities(rootfsDigest: string, options: object): { filesystemUuid: string; hashSeed: string; diskGuid: string; partitionGuids: string[]; diskSignature: number; veritySalt: string } {
-  const hash = (label: string): string => createHash("sha256").update(`${label}\0${rootfsDigest}\0${JSON.stringify(options)}`).digest("hex");
+/** Filesystem UUID, hash seed, partition ids and verity salt: fixed by the step's cache key. */
+function identities(key: string): { filesystemUuid: string; hashSeed: string; diskGuid: string; partitionGuids: string[]; diskSignature: number; veritySalt: string } {
+  const hash = (label: string): string => createHash("sha256").update(`${label}\0${key}`).digest("hex");
   return {
     filesystemUuid: guidFromHash(hash("filesystem")).toLowerCase(),
     hashSeed: guidFromHash(hash("hash-seed")).toLowerCase(),

@@ -1,14 +1,15 @@
 // An ext4 filesystem from a tree, without root, mounts or loop devices: mke2fs -d writes it
-// straight into the image file at the partition's offset. What mke2fs copies from the files
-// on disk but should come from the layers is set afterwards: atime and ctime (no one can set
-// a host file's ctime) by rewriting the inode table in place; without root also owners,
-// modes, device nodes and xattrs, with debugfs.
+// straight into the image file at the partition's offset. Without root it runs in a fakeroot
+// session that answers its stat and listxattr calls from the layers (owners, modes, device
+// nodes, xattrs: see fakeroot.ts). What it copies from the files but should come from the
+// layers, atime and ctime (no one can set a host file's ctime), is set afterwards by
+// rewriting the inode table in place.
 
 import { closeSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ExecOptions, ExecResult, FileEntry } from "../../engine/index.js";
 import { setInodeTimesToMtime } from "../../formats/ext4.js";
-import { modeOf } from "../../formats/mode.js";
+import { withLayerMetadata } from "./fakeroot.js";
 
 const BLOCK = 4096;
 const INODE_SIZE = 256;
@@ -65,7 +66,7 @@ export interface Ext4Identity {
 
 type Exec = (command: string, args: readonly string[], options?: ExecOptions) => Promise<ExecResult>;
 
-/** mke2fs -d into `image` at `offset`, a filesystem of `bytes`, then the debugfs fix-up. */
+/** mke2fs -d into `image` at `offset`, a filesystem of `bytes`, then the inode times. */
 export async function makeExt4(
   exec: Exec,
   image: string,
@@ -77,42 +78,36 @@ export async function makeExt4(
   const blockSize = options.blockSize ?? BLOCK;
   const config = join(options.workDir, "mke2fs.conf");
   writeFileSync(config, MKE2FS_CONF);
-  const env = { E2FSPROGS_FAKE_TIME: String(options.identity.time), MKE2FS_CONFIG: config, LC_ALL: "C" };
-  const device = `${image}?offset=${layout.offset}`;
-  await exec(
-    "mke2fs",
-    [
-      "-q",
-      "-F",
-      "-t",
-      "ext4",
-      "-b",
-      String(blockSize),
-      "-I",
-      String(INODE_SIZE),
-      "-N",
-      String(options.plan.inodes),
-      "-m",
-      String(options.reservedPercent),
-      ...(options.journal === false ? ["-O", "^has_journal"] : ["-J", `size=${options.plan.journalMiB}`]),
-      ...(options.metadataChecksums === false ? ["-O", "^metadata_csum"] : []),
-      "-U",
-      options.identity.uuid,
-      "-E",
-      `hash_seed=${options.identity.hashSeed},offset=${layout.offset},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0,nodiscard`,
-      ...(options.label ? ["-L", options.label] : []),
-      "-d",
-      tree,
-      image,
-      `${Math.floor(layout.bytes / blockSize)}`,
-    ],
-    { env },
-  );
-  if (!options.asRoot) {
-    const scriptFile = join(options.workDir, "debugfs.cmds");
-    writeFileSync(scriptFile, ownershipScript(entries, options.workDir));
-    await exec("debugfs", ["-w", "-f", scriptFile, device], { env });
-  }
+  // e2fsprogs takes a fake time of 0 for none and would use the clock: the filesystem's own
+  // times (superblock, root, lost+found, creation times) are then 1 s past the epoch.
+  const env = { E2FSPROGS_FAKE_TIME: String(Math.max(1, options.identity.time)), MKE2FS_CONFIG: config, LC_ALL: "C" };
+  const args = [
+    "-q",
+    "-F",
+    "-t",
+    "ext4",
+    "-b",
+    String(blockSize),
+    "-I",
+    String(INODE_SIZE),
+    "-N",
+    String(options.plan.inodes),
+    "-m",
+    String(options.reservedPercent),
+    ...(options.journal === false ? ["-O", "^has_journal"] : ["-J", `size=${options.plan.journalMiB}`]),
+    ...(options.metadataChecksums === false ? ["-O", "^metadata_csum"] : []),
+    "-U",
+    options.identity.uuid,
+    "-E",
+    `hash_seed=${options.identity.hashSeed},offset=${layout.offset},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0,nodiscard`,
+    ...(options.label ? ["-L", options.label] : []),
+    "-d",
+    tree,
+    image,
+    `${Math.floor(layout.bytes / blockSize)}`,
+  ];
+  if (options.asRoot) await exec("mke2fs", args, { env });
+  else await withLayerMetadata(exec, tree, entries, options.workDir, (session) => exec("mke2fs", args, { env: { ...env, ...session } }));
   const fd = openSync(image, "r+");
   try {
     setInodeTimesToMtime(fd, layout.offset);
@@ -144,33 +139,3 @@ const MKE2FS_CONF = `[defaults]
 		inode_ratio = 16384
 	}
 `;
-
-/** debugfs commands that give every inode the owner, mode, device and xattrs the layers say (without root, the tree has placeholders). */
-function ownershipScript(entries: readonly FileEntry[], workDir: string): string {
-  const lines: string[] = [];
-  let xattrFiles = 0;
-  for (const entry of entries) {
-    if (entry.type === "hardlink") continue;
-    const path = quote(`/${entry.path}`);
-    if (entry.type === "char" || entry.type === "block") {
-      // debugfs's mknod takes a name in the current directory, not a path.
-      const slash = entry.path.lastIndexOf("/");
-      const name = entry.path.slice(slash + 1);
-      lines.push(`rm ${path}`, `cd ${quote(`/${entry.path.slice(0, Math.max(slash, 0))}`)}`, `mknod ${name} ${entry.type === "char" ? "c" : "b"} ${entry.devMajor ?? 0} ${entry.devMinor ?? 0}`, "cd /");
-    }
-    lines.push(`sif ${path} uid ${entry.uid}`, `sif ${path} gid ${entry.gid}`);
-    if (entry.type !== "symlink") lines.push(`sif ${path} mode 0${modeOf(entry.type, entry.mode).toString(8)}`);
-    for (const [name, value] of Object.entries(entry.xattrs ?? {})) {
-      const file = join(workDir, `xattr-${xattrFiles++}`);
-      writeFileSync(file, value);
-      lines.push(`ea_set -f ${quote(file)} ${path} ${name}`);
-    }
-    // debugfs stamps the inodes it changes; the time pass after it puts the layers' back.
-    lines.push(`sif ${path} mtime @${entry.mtime}`);
-  }
-  return `${lines.join("\n")}\n`;
-}
-
-function quote(path: string): string {
-  return `"${path.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
-}
