@@ -3,19 +3,20 @@
 // of steps never re-extracts the layers below.
 
 import { spawn } from "node:child_process";
-import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync, unlinkSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { CorruptContentError } from "./errors.js";
 import { canonicalJson, digestOf, type Digest } from "./key.js";
 import { diskMode } from "./layers/extract.js";
-import { walkTree, fileTypeOf } from "./layers/diff.js";
+import { emptyOverrides, walkTree, fileTypeOf } from "./layers/diff.js";
 import { MergedView } from "./layers/merge.js";
 import type { Toc } from "./layers/toc.js";
 import type { WrittenLayer } from "./layers/writer.js";
 import { hexOf, type Store } from "./store.js";
 import { runTask } from "./workers.js";
+import { ctimeBaseline } from "./layers/ctime.js";
+import { toolEnvironment } from "./tool-environment.js";
 import type { CommitArgs, CommitResult } from "./worker-tasks.js";
 
 export interface LayerRef {
@@ -118,7 +119,7 @@ export class Layers {
         asRoot: this.asRoot,
         sourceDateEpoch,
         baselineCtimeMs: Number.POSITIVE_INFINITY,
-        overrides: { owners: new Map(), specials: new Map(), xattrs: new Map() },
+        overrides: emptyOverrides(),
         readDiskXattrs: this.readDiskXattrs && this.asRoot,
         outPath,
         normalizeTimes: false,
@@ -320,36 +321,12 @@ export class Layers {
 async function copyTree(source: string, dest: string): Promise<void> {
   await mkdir(dest, { recursive: true });
   await new Promise<void>((resolve, reject) => {
-    const child = spawn("cp", ["-a", "--reflink=auto", "--no-target-directory", `${source}/.`, dest], { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn("cp", ["-a", "--reflink=auto", "--no-target-directory", `${source}/.`, dest], { stdio: ["ignore", "ignore", "pipe"], env: toolEnvironment() });
     let stderr = "";
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     child.on("error", reject);
     child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`cp -a ${source} ${dest} failed: ${stderr.trim()}`))));
   });
-}
-
-/**
- * The filesystem's current ctime, read off a probe file, after waiting until the clock has
- * moved on: every later change to an inode gets a strictly greater ctime.
- */
-async function ctimeBaseline(dir: string): Promise<number> {
-  const probe = join(dir, `ctime-probe-${process.pid}-${Math.random().toString(36).slice(2)}`);
-  try {
-    writeFileSync(probe, "");
-    const baseline = lstatSync(probe).ctimeMs;
-    for (let attempt = 0; attempt < 200; attempt++) {
-      await sleep(2);
-      writeFileSync(probe, "x");
-      if (lstatSync(probe).ctimeMs > baseline) return baseline;
-    }
-    return baseline;
-  } finally {
-    try {
-      unlinkSync(probe);
-    } catch {
-      /* gone */
-    }
-  }
 }
 
 /** First difference between a tree on disk and a merged view, or undefined. */

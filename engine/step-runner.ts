@@ -18,6 +18,7 @@ import { BlobInputImpl, RootfsInputImpl } from "./inputs.js";
 import { EMPTY_ROOTFS, rootfsOf, type LayerRef, type RootfsValue } from "./rootfs.js";
 import { hashFile, ownedName } from "./store.js";
 import { machineArch } from "./config/load.js";
+import { toolEnvironment } from "./tool-environment.js";
 import type { BlobInput, ExecOptions, ExecResult, RootfsInput, Tree } from "./types.js";
 
 const STDERR_TAIL = 64 * 1024;
@@ -73,7 +74,7 @@ export class StepRunner {
     const baseArtifact = baseIndex >= 0 ? this.inputs[baseIndex]! : undefined;
     const base: RootfsValue = baseArtifact?.kind === "rootfs" ? { digest: baseArtifact.digest, layers: baseArtifact.layers } : EMPTY_ROOTFS;
 
-    let tree: { tree: StepTree; baseline: number; overrides: TreeOverrides } | undefined;
+    let tree: { tree: StepTree; overrides: TreeOverrides } | undefined;
     let treeBase: RootfsValue = base;
     const appended: LayerRef[] = [];
     const ctx = {
@@ -86,7 +87,7 @@ export class StepRunner {
           this.writeLog(`preparing the tree (${this.takeInputTree ? "moving" : "copying"} the input's)`);
           const baseline = await layers.scratchCopy(treeBase, root, { take: this.takeInputTree && appended.length === 0 });
           const overrides = emptyOverrides();
-          tree = { tree: new StepTree(root, overrides, this.context.asRoot, this.context.store.tmp), baseline, overrides };
+          tree = { tree: new StepTree(root, overrides, this.context.asRoot, this.context.store.tmp, baseline), overrides };
         }
         return tree.tree;
       },
@@ -102,7 +103,7 @@ export class StepRunner {
     let result: RootfsValue = rootfsOf([...base.layers, ...appended]);
     if (tree) {
       this.writeLog("recording the changes to the tree as a layer");
-      const committed = await layers.commitScratch(tree.tree.root, treeBase, tree.baseline, tree.overrides, settings.sourceDateEpoch);
+      const committed = await layers.commitScratch(tree.tree.root, treeBase, tree.tree.baselineCtimeMs, tree.overrides, settings.sourceDateEpoch);
       const added = committed.rootfs.layers.length > treeBase.layers.length ? committed.rootfs.layers[committed.rootfs.layers.length - 1] : undefined;
       this.writeLog(added ? `new layer ${added.digest} (${added.size} bytes)` : "the step changed nothing: no new layer");
       for (const socket of committed.skippedSockets) this.emit({ type: "warning", id: step.id, message: `socket /${socket} left out of the layer (tar cannot hold sockets)` });
@@ -188,7 +189,7 @@ export class StepRunner {
       const stdoutMode = options.stdout ?? "capture";
       const child = spawn(command, args, {
         cwd: options.cwd,
-        env: { ...process.env, ...options.env },
+        env: this.environment(options.env),
         stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
       });
       const stdoutChunks: Buffer[] = [];
@@ -236,6 +237,15 @@ export class StepRunner {
         reject(new StepFailure(`${command} ${status}${tail ? `:\n${tail}` : ""}`));
       });
     });
+  }
+
+  /** The clean environment (see toolEnvironment) plus what the step sets; HOME is private to the step. */
+  private environment(extra: ExecOptions["env"]): Record<string, string> {
+    const home = join(this.scratch, "home");
+    mkdirSync(home, { recursive: true });
+    const env = toolEnvironment(home);
+    for (const [name, value] of Object.entries(extra ?? {})) if (value !== undefined) env[name] = value;
+    return env;
   }
 
   /** Attaches the log's path to a failure. */

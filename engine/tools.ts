@@ -6,10 +6,11 @@ import { accessSync, constants, existsSync, realpathSync, statSync } from "node:
 import { delimiter, join } from "node:path";
 import { readMemoFile, writeMemoFile } from "./store.js";
 import type { ToolSpec } from "./types.js";
+import { TOOL_PATH, toolEnvironment } from "./tool-environment.js";
 
 export class MissingToolError extends Error {
   constructor(readonly tool: ToolSpec) {
-    super(`the program '${tool.command}' is not installed (looked on PATH)`);
+    super(`the program '${tool.command}' is not installed (looked in ${TOOL_PATH})`);
     this.name = "MissingToolError";
   }
   get hint(): string {
@@ -19,7 +20,7 @@ export class MissingToolError extends Error {
 
 function findOnPath(command: string): string | undefined {
   if (command.includes("/")) return existsSync(command) ? command : undefined;
-  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+  for (const dir of TOOL_PATH.split(delimiter)) {
     if (!dir) continue;
     const candidate = join(dir, command);
     try {
@@ -50,7 +51,7 @@ export class ToolVersions {
     const memoKey = `${real}:${stats.size}:${stats.mtimeMs}:${args.join(" ")}`;
     const known = this.memo[memoKey];
     if (known !== undefined) return known;
-    const result = spawnSync(found, args, { encoding: "utf8", timeout: 10_000 });
+    const result = spawnSync(found, args, { encoding: "utf8", timeout: 10_000, env: toolEnvironment() });
     const output = `${result.stdout ?? ""}\n${result.stderr ?? ""}`;
     const line = output.split("\n").map((text) => text.trim()).find((text) => text.length > 0) ?? `${tool.command} (no version output)`;
     this.memo[memoKey] = line;

@@ -266,6 +266,15 @@ export interface Tree {
    * entries that would leave the tree are refused.
    */
   extract(archive: string, options?: { to?: string }): Promise<void>;
+  /**
+   * Runs `fn` while every owner on disk is shifted up by `offset` (uid + offset, gid +
+   * offset), for a program in a user namespace that maps the tree's ids 0–65535 to
+   * offset–offset+65535, so that it never holds the host's real ids, root's included.
+   * What `fn` changes is recorded as usual; owners (and the setuid bits and file
+   * capabilities a chown clears) are put back after it. Without root the tree's owners live
+   * in the layer, not on disk: `fn` just runs.
+   */
+  withShiftedOwners<T>(offset: number, fn: () => Promise<T>): Promise<T>;
 }
 
 export interface ExecOptions {

@@ -11,6 +11,7 @@ import { MergedView } from "./layers/merge.js";
 import type { Toc } from "./layers/toc.js";
 import { writeLayerSync, type WrittenLayer } from "./layers/writer.js";
 import { rmSync } from "node:fs";
+import { hostPath } from "../formats/names.js";
 
 export interface ExtractArgs {
   root: string;
@@ -57,7 +58,7 @@ export async function commitTree(args: CommitArgs): Promise<CommitResult> {
   const written = writeLayerSync(args.outPath, diff.items);
   if (args.normalizeTimes) {
     for (const entry of diff.changed) {
-      if (entry.type !== "dir" && entry.type !== "hardlink") lutimesSync(join(args.root, entry.path), entry.mtime, entry.mtime);
+      if (entry.type !== "dir" && entry.type !== "hardlink") lutimesSync(hostPath(join(args.root, entry.path)), entry.mtime, entry.mtime);
     }
     setDirectoryTimes(args.root, diff.changed.filter((entry) => entry.type === "dir"));
   }
@@ -95,5 +96,5 @@ function reviveOverrides(overrides: TreeOverrides): TreeOverrides {
   for (const [path, values] of overrides.xattrs) {
     xattrs.set(path, Object.fromEntries(Object.entries(values).map(([name, value]) => [name, Buffer.from(value)])));
   }
-  return { owners: overrides.owners, specials: overrides.specials, xattrs };
+  return { owners: overrides.owners, specials: overrides.specials, xattrs, changed: overrides.changed };
 }

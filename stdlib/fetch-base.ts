@@ -11,7 +11,11 @@ import type { DebianBootstrap } from "./distros/types.js";
 import { BASE_FACTS_PATH, type BaseFacts } from "./facts.js";
 import { ociArchitecture } from "../formats/oci.js";
 import { pullImage, RegistryError } from "./oci/registry.js";
+import { packageNameProblem } from "./distros/package-names.js";
 import { runInTree } from "./sandbox.js";
+
+/** mmdebstrap's variants (its --variant). */
+const MMDEBSTRAP_VARIANTS = ["extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "debootstrap", "-", "standard"];
 
 export type InitSystem = "agent" | "systemd";
 
@@ -65,7 +69,7 @@ export type FetchBaseOptions = DistroBase | ImageBase | DirectoryBase | TarballB
 
 export const fetchBase = defineStep({
   kind: "fetch-base",
-  version: 4,
+  version: 5,
   inputs: [],
   output: "rootfs",
   hostPaths: ["directory", "tarball"],
@@ -90,6 +94,12 @@ export const fetchBase = defineStep({
       return `unknown ${distro.name} release '${release}' (known: ${Object.keys(distro.releases).filter((name) => !/^\d/.test(name)).join(", ")})`;
     }
     if (options.init === "systemd" && distro.initProcess !== "systemd") return `${distro.name} has no systemd: use init: "agent"`;
+    if (options.packages !== undefined && !Array.isArray(options.packages)) return "packages must be an array of package names";
+    for (const spec of options.packages ?? []) {
+      const problem = packageNameProblem(distro.packageManager.format, spec);
+      if (problem) return problem;
+    }
+    if (options.variant !== undefined && !MMDEBSTRAP_VARIANTS.includes(options.variant)) return `variant must be one of mmdebstrap's: ${MMDEBSTRAP_VARIANTS.join(", ")}`;
     return undefined;
   },
   async run(options: FetchBaseOptions, ctx) {
@@ -129,9 +139,10 @@ async function bootstrapDistro(ctx: RootfsStepContext<readonly []>, options: Dis
     const image = options.image ?? (bootstrap.kind === "image" ? bootstrap.image(release) : "");
     await appendImage(ctx, image);
     const tree = await ctx.tree();
-    const install = bootstrap.kind === "image" ? bootstrap.install : "apt-get update && apt-get install -y --no-install-recommends {packages} && apt-get clean && rm -rf /var/lib/apt/lists/*";
-    ctx.log(`installing ${[...defaults, ...extra].join(" ")} in ${image}`);
-    await runInTree(ctx, tree, ["/bin/sh", "-ec", install.replace("{packages}", [...defaults, ...extra].join(" "))]);
+    const packages = [...defaults, ...extra];
+    ctx.log(`installing ${packages.join(" ")} in ${image}`);
+    // The packages are the script's arguments: data, never a part of the command.
+    await runInTree(ctx, tree, ["/bin/sh", "-ec", distro.packageManager.installScript, "install-packages", ...packages]);
     finishBase(tree, distro, facts);
     return;
   }
@@ -157,7 +168,8 @@ async function mmdebstrap(
     `--include=${packages.join(",")}`,
     ...(bootstrap.keyring ? [`--keyring=${bootstrap.keyring}`] : []),
   ];
-  const env = { SOURCE_DATE_EPOCH: String(ctx.sourceDateEpoch) };
+  // Steps' tools start from a clean environment; a proxy the user set is what apt needs to reach the mirror.
+  const env = { SOURCE_DATE_EPOCH: String(ctx.sourceDateEpoch), ...proxyEnvironment() };
   ctx.log(`mirrors:\n  ${mirrors.join("\n  ")}`);
   try {
     if (asRoot) {
@@ -179,6 +191,12 @@ async function mmdebstrap(
   } catch (error) {
     explainAptFailure(ctx, error, mirrors, release, packages);
   }
+}
+
+/** The proxy settings of osbuild's own environment, for the tools that download. */
+function proxyEnvironment(): Record<string, string> {
+  const names = ["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"];
+  return Object.fromEntries(names.flatMap((name) => (process.env[name] ? [[name, process.env[name]!]] : [])));
 }
 
 /** What osbuilder's build_rootfs does after the bootstrap, and the facts later steps read. */

@@ -1,6 +1,7 @@
 // run: commands inside the rootfs, the equivalent of a Dockerfile RUN, for whatever the
-// standard library does not cover. Runs in private namespaces (see sandbox.ts); as root the
-// commands may chown freely, without root they run as a mapped root user.
+// standard library does not cover. Runs in a user namespace of its own where the rootfs's
+// root is root and the host's is no one (see sandbox.ts); the commands may chown freely
+// within the rootfs's ids 0–65535.
 
 import { defineStep } from "../engine/index.js";
 import { runInTree } from "./sandbox.js";
@@ -19,10 +20,13 @@ export interface RunOptions {
 
 export const run = defineStep({
   kind: "run",
-  version: 1,
+  version: 2,
   inputs: ["rootfs"],
   output: "rootfs",
-  tools: [{ command: "unshare", package: "util-linux" }],
+  tools: [
+    { command: "unshare", package: "util-linux" },
+    { command: "setpriv", package: "util-linux" },
+  ],
   validate(options: RunOptions) {
     if (typeof options.script !== "string" || options.script.trim() === "") return "script must be a non-empty shell script";
     return undefined;

@@ -27,10 +27,12 @@ export interface TreeOverrides {
   owners: Map<string, { uid: number; gid: number }>;
   specials: Map<string, SpecialOverride>;
   xattrs: Map<string, Record<string, Buffer>>;
+  /** Paths changed before the ctime baseline last moved (see Tree.withShiftedOwners). */
+  changed: Set<string>;
 }
 
 export function emptyOverrides(): TreeOverrides {
-  return { owners: new Map(), specials: new Map(), xattrs: new Map() };
+  return { owners: new Map(), specials: new Map(), xattrs: new Map(), changed: new Set() };
 }
 
 export interface DiffOptions {
@@ -116,7 +118,7 @@ export function diffTreeSync(root: string, base: MergedView, options: DiffOption
   const isChanged = (path: string, stats: Stats): boolean => {
     const before = base.get(path);
     if (!before || stats.ctimeMs > options.baselineCtimeMs) return true;
-    if (overrides.owners.has(path) || overrides.specials.has(path) || overrides.xattrs.has(path)) return true;
+    if (overrides.owners.has(path) || overrides.specials.has(path) || overrides.xattrs.has(path) || overrides.changed.has(path)) return true;
     return false;
   };
 

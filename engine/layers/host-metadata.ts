@@ -6,6 +6,7 @@ import { closeSync, constants, openSync, renameSync, rmSync, writeFileSync, unli
 import { join } from "node:path";
 import { hasEscapedBytes, hostPath } from "../../formats/names.js";
 import { encodeXattrDump, parseXattrDump, type XattrItem } from "../../formats/xattr-dump.js";
+import { toolEnvironment } from "../tool-environment.js";
 
 export interface SpecialNode {
   path: string;
@@ -28,7 +29,7 @@ export function createSpecialNodes(root: string, nodes: readonly SpecialNode[]):
     if (!Number.isSafeInteger(node.major) || !Number.isSafeInteger(node.minor) || node.major < 0 || node.minor < 0) throw new Error(`device numbers of '${node.path}' are not numbers`);
     return `mknod -- ${staged(index)} ${node.type === "char" ? "c" : "b"} ${node.major} ${node.minor}`;
   });
-  const result = spawnSync("sh", ["-e", "-c", lines.join("\n")], { cwd: root, encoding: "utf8", env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" } });
+  const result = spawnSync("sh", ["-e", "-c", lines.join("\n")], { cwd: root, encoding: "utf8", env: toolEnvironment() });
   try {
     if (result.status !== 0) throw new Error(`could not create device nodes or fifos: ${result.stderr.trim()}`);
     nodes.forEach((node, index) => renameSync(join(root, staged(index)), hostPath(join(root, node.path))));
@@ -43,7 +44,7 @@ export function applyXattrs(root: string, items: readonly XattrItem[], tempDir: 
   const file = join(tempDir, `xattrs-${process.pid}-${Math.random().toString(36).slice(2)}`);
   writeFileSync(file, encodeXattrDump(items));
   try {
-    const result = spawnSync("setfattr", ["-h", `--restore=${file}`], { cwd: root, encoding: "utf8" });
+    const result = spawnSync("setfattr", ["-h", `--restore=${file}`], { cwd: root, encoding: "utf8", env: toolEnvironment() });
     if (result.error) throw new Error(`cannot run setfattr: ${result.error.message} (install the Debian package attr)`);
     if (result.status !== 0) throw new Error(`setfattr failed: ${result.stderr.trim()}`);
   } finally {
@@ -79,7 +80,7 @@ export function readXattrs(root: string, paths: readonly string[]): Map<string, 
 }
 
 function runGetfattr(args: readonly string[], cwd: string, fd?: number): string {
-  const run = spawnSync("getfattr", ["-d", "-m", "-", "-e", "hex", ...args], { cwd, encoding: "utf8", maxBuffer: 1 << 28, stdio: fd === undefined ? "pipe" : ["ignore", "pipe", "pipe", fd] });
+  const run = spawnSync("getfattr", ["-d", "-m", "-", "-e", "hex", ...args], { cwd, encoding: "utf8", maxBuffer: 1 << 28, env: toolEnvironment(), stdio: fd === undefined ? "pipe" : ["ignore", "pipe", "pipe", fd] });
   if (run.error) throw new Error(`cannot run getfattr: ${run.error.message} (install the Debian package attr)`);
   return run.stdout;
 }
@@ -89,6 +90,6 @@ let attrTools: boolean | undefined;
 
 /** Whether getfattr/setfattr are installed (asked once per process). */
 export function haveAttrTools(): boolean {
-  attrTools ??= spawnSync("getfattr", ["--version"]).status === 0;
+  attrTools ??= spawnSync("getfattr", ["--version"], { env: toolEnvironment() }).status === 0;
   return attrTools;
 }

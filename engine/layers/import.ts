@@ -11,6 +11,7 @@ import { createGunzip } from "node:zlib";
 import { compressionOf, type Compression } from "../../formats/compression.js";
 import { TarParser, type TarHeader } from "../../formats/tar.js";
 import { parentOf, type MergedView } from "./merge.js";
+import { toolEnvironment } from "../tool-environment.js";
 import { type TocEntry, type TocFile, tocEntryFromHeader, isFile, sortByPath } from "./toc.js";
 import type { LayerItem } from "./writer.js";
 
@@ -47,7 +48,7 @@ export function openDecompressed(path: string): Readable {
   if (compression === "none") return createReadStream(path, { highWaterMark: 1 << 20 });
   if (compression === "gzip") return createReadStream(path, { highWaterMark: 1 << 20 }).pipe(createGunzip());
   const program = { zstd: "zstd", xz: "xz", bzip2: "bzip2" }[compression];
-  const child = spawn(program, ["-dc", path], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(program, ["-dc", path], { stdio: ["ignore", "pipe", "pipe"], env: toolEnvironment() });
   let stderr = "";
   child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
   child.on("error", (error) => child.stdout.destroy(new Error(`cannot run ${program} to decompress ${path}: ${error.message} (install the Debian package ${program})`)));

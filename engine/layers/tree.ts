@@ -4,7 +4,11 @@ import { chmodSync, closeSync, lchownSync, linkSync, lstatSync, lutimesSync, mkd
 import { join } from "node:path";
 import { TarParser, type TarHeader } from "../../formats/tar.js";
 import type { Tree } from "../types.js";
-import { createSpecialNodes, applyXattrs } from "./host-metadata.js";
+import { createSpecialNodes, applyXattrs, readXattrs } from "./host-metadata.js";
+import { ctimeBaseline } from "./ctime.js";
+import { walkTree } from "./diff.js";
+import { withoutRootId } from "../../formats/capability.js";
+import type { XattrItem } from "../../formats/xattr-dump.js";
 import type { TreeOverrides } from "./diff.js";
 import { resolveSymlinks } from "./paths.js";
 import { readLinkTarget } from "./diff.js";
@@ -40,7 +44,46 @@ export class StepTree implements Tree {
     readonly overrides: TreeOverrides,
     private readonly asRoot: boolean,
     private readonly tempDir: string,
+    /** Inodes whose ctime is above this were changed by the step (see ctime.ts). */
+    public baselineCtimeMs: number,
   ) {}
+
+  async withShiftedOwners<T>(offset: number, fn: () => Promise<T>): Promise<T> {
+    if (!this.asRoot) return fn();
+    if (!Number.isSafeInteger(offset) || offset < 65536 || offset + 65536 > 0xffffffff) throw new Error(`withShiftedOwners: ${offset} is not an id range above the host's own ids`);
+    await this.shiftOwners((id) => id + offset);
+    try {
+      return await fn();
+    } finally {
+      await this.shiftOwners((id) => (id >= offset ? id - offset : id), offset);
+    }
+  }
+
+  /**
+   * Gives every inode the owner `map` says. The chown moves each ctime, so the changes made
+   * so far are remembered first and the baseline moves past the chowns. A chown also clears
+   * setuid/setgid bits and security.capability: both are put back (a capability set inside
+   * the namespace, version 3 with the namespace's root, becomes the plain kind).
+   */
+  private async shiftOwners(map: (id: number) => number, namespaceRoot?: number): Promise<void> {
+    const walked = walkTree(this.root);
+    for (const { path, stats } of walked) if (stats.ctimeMs > this.baselineCtimeMs) this.overrides.changed.add(path);
+    const files = walked.filter(({ stats }) => stats.isFile()).map(({ path }) => path);
+    const capabilities: XattrItem[] = [];
+    for (const [path, xattrs] of readXattrs(this.root, files)) {
+      const capability = xattrs["security.capability"];
+      if (capability) capabilities.push({ path, xattrs: { "security.capability": namespaceRoot === undefined ? capability : withoutRootId(capability, namespaceRoot) } });
+    }
+    for (const { path, stats } of walked) {
+      const host = hostPath(join(this.root, path));
+      lchownSync(host, map(stats.uid), map(stats.gid));
+      if (!stats.isSymbolicLink() && (stats.mode & 0o6000) !== 0) chmodSync(host, stats.mode & 0o7777);
+    }
+    const rootStats = lstatSync(this.root);
+    lchownSync(this.root, map(rootStats.uid), map(rootStats.gid));
+    applyXattrs(this.root, capabilities, this.tempDir);
+    this.baselineCtimeMs = await ctimeBaseline(this.tempDir);
+  }
 
   path(path: string, options?: { followSymlink?: boolean }): string {
     return resolveInRoot(this.root, path, options?.followSymlink ?? true);

@@ -14,8 +14,8 @@ export const alpine: Distro = {
   bootstrap: {
     kind: "image",
     image: (release) => `docker.io/library/alpine:${release === "latest-stable" ? "latest" : release}`,
-    install: "apk add --no-cache {packages}",
   },
+  packageManager: { format: "apk", installScript: 'apk add --no-cache "$@"' },
   prunePaths: ["usr/share/man", "usr/share/doc"],
   packageDatabase: { path: "lib/apk/db/installed", parse: parseApkInstalled },
 };

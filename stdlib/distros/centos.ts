@@ -15,7 +15,7 @@ export const centos: Distro = {
   bootstrap: {
     kind: "image",
     image: (release) => `quay.io/centos/centos:${release.startsWith("stream") ? release : `stream${release}`}`,
-    install: "dnf install -y --setopt=install_weak_deps=False {packages} && dnf clean all",
   },
+  packageManager: { format: "rpm", installScript: 'dnf install -y --setopt=install_weak_deps=False "$@" && dnf clean all' },
   prunePaths: ["usr/share/man", "usr/share/doc", "usr/share/info"],
 };

@@ -22,6 +22,8 @@ export const DEBIAN_FAMILY = {
   initProcess: "systemd",
   prunePaths: DEBIAN_FAMILY_PRUNE,
   packageDatabase: { path: "var/lib/dpkg/status", parse: parseDpkgStatus },
+  // Inside a distro's OCI image (fetchBase({ distro, image })): apt, lists removed after.
+  packageManager: { format: "deb", installScript: 'apt-get update && apt-get install -y --no-install-recommends "$@" && apt-get clean && rm -rf /var/lib/apt/lists/*' },
 } as const satisfies Partial<Distro>;
 
 export const debian: Distro = {

@@ -2,6 +2,7 @@
 // per-distro config.sh. Adding a distro is adding one such module (and listing it in index.ts).
 
 import type { Arch } from "../../engine/index.js";
+import type { PackageFormat } from "./package-names.js";
 
 export interface InstalledPackage {
   name: string;
@@ -27,6 +28,11 @@ export interface Distro {
   initProcess: string;
   /** How the base is made. */
   bootstrap: DebianBootstrap | ImageBootstrap;
+  /**
+   * The distro's package manager: the grammar of its package names, and a shell script run
+   * inside a rootfs to install packages, which it gets as its arguments ("$@"), never pasted in.
+   */
+  packageManager: { format: PackageFormat; installScript: string };
   /** Removed right after bootstrap (docs, man pages, locales...), as osbuilder's build_rootfs does. */
   prunePaths: readonly string[];
   /** Where the package database is and how to read it, for the package list (SBOM). */
@@ -48,8 +54,6 @@ export interface DebianBootstrap {
 export interface ImageBootstrap {
   kind: "image";
   image(release: string): string;
-  /** Shell command run inside the rootfs to install packages ("{packages}" is replaced). */
-  install: string;
 }
 
 /** Parses dpkg's status file: every installed package with name, version and architecture. */
