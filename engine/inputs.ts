@@ -1,6 +1,7 @@
 // What a running step sees of its input artifacts: merged metadata, single files, verified
 // layer streams, and materialized trees.
 
+import { createHash } from "node:crypto";
 import { closeSync, openSync, readSync } from "node:fs";
 import { TarParser } from "../formats/tar.js";
 import { CorruptContentError } from "./errors.js";
@@ -10,6 +11,9 @@ import type { MergedFile, MergedView } from "./layers/merge.js";
 import { toFileEntry } from "./layers/toc.js";
 import type { Layers, RootfsValue } from "./rootfs.js";
 import type { BlobInput, FileEntry, LayerEvent, RootfsInput } from "./types.js";
+
+/** Layers this process hashed whole (for TOCs without file digests). */
+const verifiedLayers = new Set<Digest>();
 
 export class RootfsInputImpl implements RootfsInput {
   readonly kind = "rootfs";
@@ -41,7 +45,26 @@ export class RootfsInputImpl implements RootfsInput {
     const entry = (await this.view()).resolve(path, true);
     if (!entry) throw new Error(`${path}: no such file in the rootfs`);
     if (entry.type !== "file") throw new Error(`${path}: is a ${entry.type}, not a regular file`);
-    return readRange(this.store.store.contentPath(this.value.layers[entry.dataLayer!]!.digest), entry.offset!, entry.size);
+    const layer = this.value.layers[entry.dataLayer!]!.digest as Digest;
+    const content = readRange(this.store.store.contentPath(layer), entry.offset!, entry.size);
+    await this.checkContent(entry, layer, createHash("sha256").update(content).digest("hex"));
+    return content;
+  }
+
+  /**
+   * Stored bytes read on their own are checked against the TOC's digest of the file (a
+   * TOC from before files had digests: the whole layer, once).
+   */
+  private async checkContent(entry: MergedFile, layer: Digest, sha256: string): Promise<void> {
+    if (entry.sha256 !== undefined) {
+      if (sha256 !== entry.sha256) throw new CorruptContentError(layer, `/${entry.path} reads back as sha256 ${sha256}, the layer's table of contents says ${entry.sha256}`);
+      return;
+    }
+    if (verifiedLayers.has(layer)) return;
+    for await (const _chunk of this.store.store.openVerified(layer)) {
+      /* hashing is the point */
+    }
+    verifiedLayers.add(layer);
   }
 
   async materialize(): Promise<string> {
@@ -102,21 +125,30 @@ export class RootfsInputImpl implements RootfsInput {
     if (batch.length > 0) yield batch;
   }
 
-  /** Data of a promoted hardlink: at its original target, in another layer or earlier in this one. */
+  /**
+   * Data of a promoted hardlink: at its original target, in another layer or earlier in this
+   * one. Checked against the file's digest at its end: a mismatch throws before the reader
+   * can finish (and so before anything made from it is stored).
+   */
   private *readElsewhere(entry: MergedFile): Generator<Buffer> {
-    const path = this.store.store.contentPath(this.value.layers[entry.dataLayer!]!.digest);
+    const layer = this.value.layers[entry.dataLayer!]!.digest as Digest;
+    const path = this.store.store.contentPath(layer);
+    const hash = createHash("sha256");
     const fd = openSync(path, "r");
     try {
       for (let done = 0; done < entry.size; ) {
         const chunk = Buffer.allocUnsafe(Math.min(1 << 20, entry.size - done));
         const read = readSync(fd, chunk, 0, chunk.length, entry.offset! + done);
-        if (read === 0) throw new Error(`layer ${path} ends early`);
+        if (read === 0) throw new CorruptContentError(layer, `ends early`);
         done += read;
+        hash.update(chunk.subarray(0, read));
         yield chunk.subarray(0, read);
       }
     } finally {
       closeSync(fd);
     }
+    const sha256 = hash.digest("hex");
+    if (entry.sha256 !== undefined && sha256 !== entry.sha256) throw new CorruptContentError(layer, `/${entry.path} reads back as sha256 ${sha256}, the layer's table of contents says ${entry.sha256}`);
   }
 }
 

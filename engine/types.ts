@@ -186,6 +186,8 @@ export interface FileEntry {
   readonly uid: number;
   readonly gid: number;
   readonly size: number;
+  /** Regular files: the sha256 (hex) of the content. */
+  readonly sha256?: string;
   /** Seconds since the epoch, already clamped to the build's source date. */
   readonly mtime: number;
   /** Symlink target, or for a hardlink the path of the file it shares data with. */

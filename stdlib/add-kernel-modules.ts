@@ -2,7 +2,7 @@
 // so that they load in the guest. With `modules`, takes only those modules and what they
 // depend on (from modules.dep): a few hundred kilobytes instead of the whole tree.
 
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { defineStep } from "../engine/index.js";
 import { builtinModules, kernelVersionProblem, moduleName } from "./kernel-modules.js";
@@ -21,7 +21,7 @@ const METADATA = ["modules.order", "modules.builtin", "modules.builtin.modinfo"]
 
 export const addKernelModules = defineStep({
   kind: "add-kernel-modules",
-  version: 1,
+  version: 2,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["from"],
@@ -35,9 +35,12 @@ export const addKernelModules = defineStep({
   async run(options: AddKernelModulesOptions, ctx) {
     const source = modulesDirectory(options.from, options.kernelVersion, ctx.fail);
     const tree = await ctx.tree();
+    // Resolved inside the tree (lib → usr/lib), then replaced as a whole: whatever the base
+    // had there, symlinks pointing anywhere included, is never written through.
     const target = tree.path(`lib/modules/${options.kernelVersion}`);
+    rmSync(target, { recursive: true, force: true });
+    mkdirSync(dirname(target), { recursive: true });
     if (options.modules === undefined) {
-      mkdirSync(dirname(target), { recursive: true });
       await ctx.exec("cp", ["-a", "--no-preserve=ownership", "--no-target-directory", source, target]);
     } else {
       const files = selectModules(source, options.modules, ctx.fail);
@@ -94,7 +97,11 @@ function selectModules(source: string, names: readonly string[], fail: (message:
     const colon = line.indexOf(":");
     if (colon < 0) continue;
     const file = line.slice(0, colon);
-    deps.set(file, line.slice(colon + 1).trim().split(/\s+/).filter(Boolean));
+    const dependencies = line.slice(colon + 1).trim().split(/\s+/).filter(Boolean);
+    for (const path of [file, ...dependencies]) {
+      if (path.startsWith("/") || path.split("/").includes("..")) fail(`${depFile} names the module '${path}', which is outside the modules directory: refusing it`);
+    }
+    deps.set(file, dependencies);
     byName.set(moduleName(file), file);
   }
   const builtin = builtinModules(source);

@@ -74,7 +74,7 @@ dracutmodules="kernel-modules udev-rules syslog systemd dbus"
 
 export const dracut = defineStep({
   kind: "dracut",
-  version: 1,
+  version: 2,
   inputs: [],
   output: "blob",
   hostPaths: ["agent", "modulesDir"],

@@ -29,7 +29,7 @@ export interface InstallAgentOptions {
 
 export const installAgent = defineStep({
   kind: "install-agent",
-  version: 3,
+  version: 4,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["binary", "tarball"],

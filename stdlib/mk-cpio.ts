@@ -7,6 +7,7 @@
 
 import { createReadStream, createWriteStream } from "node:fs";
 import { once } from "node:events";
+import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { defineStep, type ExecOptions, type ExecResult, type FileEntry, type LayerEvent } from "../engine/index.js";
@@ -37,7 +38,7 @@ const DEFAULT_LEVEL: Record<CpioCompression, number> = { gzip: 6, zstd: 9, none:
 
 export const mkCpio = defineStep({
   kind: "mk-cpio",
-  version: 5,
+  version: 6,
   inputs: ["rootfs"],
   output: "blob",
   tools: (options: MkCpioOptions) => {
@@ -73,9 +74,10 @@ export const mkCpio = defineStep({
       nextIno += part.entries.length;
       const withRoot = index === 0;
       const key = { layer: part.digest, entries: part.entries.map(entryKey), firstIno, withRoot, compression, level };
-      segments.push(
-        await ctx.reuse(key, (path) => compress(Readable.from(layerArchive(rootfs.readLayer(index), firstIno, part.entries, withRoot ? rootEntry(ctx.sourceDateEpoch) : undefined)), path)),
-      );
+      const make = (path: string): Promise<void> => compress(Readable.from(layerArchive(rootfs.readLayer(index), firstIno, part.entries, withRoot ? rootEntry(ctx.sourceDateEpoch) : undefined)), path);
+      // Without every file's digest (a layer stored before TOCs had them) the key can't say what the bytes are.
+      const keyed = part.entries.every((entry) => entry.type !== "file" || entry.sha256 !== undefined);
+      segments.push(keyed ? await ctx.reuse(key, make) : await madeOnce(ctx, make));
     }
     // The tail: the root when there are no layers, /init when missing, and the trailer.
     const wanted = options.initLink ?? "/sbin/init";
@@ -97,13 +99,23 @@ export const mkCpio = defineStep({
   },
 });
 
+/** A part made for this build only, in the step's temporary directory. */
+async function madeOnce(ctx: { tempDir(): Promise<string> }, make: (path: string) => Promise<void>): Promise<string> {
+  const path = join(await ctx.tempDir(), "part");
+  await make(path);
+  return path;
+}
+
 function rootEntry(mtime: number): CpioEntry {
   return { name: ".", type: "dir", mode: 0o755, uid: 0, gid: 0, nlink: 2, mtime, size: 0, ino: 1 };
 }
 
-/** What makes a layer's part of the archive: the metadata of every entry it holds. */
+/**
+ * What makes a layer's part of the archive: the metadata of every entry it holds and the
+ * digest of every file's content, which for a promoted hardlink comes from another layer.
+ */
 function entryKey(entry: FileEntry): unknown[] {
-  return [entry.path, entry.type, entry.mode, entry.uid, entry.gid, entry.size, entry.mtime, entry.linkTarget ?? null, entry.devMajor ?? null, entry.devMinor ?? null];
+  return [entry.path, entry.type, entry.mode, entry.uid, entry.gid, entry.size, entry.sha256 ?? null, entry.mtime, entry.linkTarget ?? null, entry.devMajor ?? null, entry.devMinor ?? null];
 }
 
 /**

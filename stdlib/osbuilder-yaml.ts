@@ -1,6 +1,9 @@
-// /var/lib/osbuilder/osbuilder.yaml, byte for byte in the layout of osbuilder's
-// create_summary_file (file-format-version 0.0.2), which Kata's kata-collect-data.sh reads.
+// /var/lib/osbuilder/osbuilder.yaml, in the layout of osbuilder's create_summary_file
+// (file-format-version 0.0.2), which Kata's kata-collect-data.sh reads. Written and read
+// with the yaml library: a version or package name holding a quote or a newline is a
+// string in the file, never more YAML.
 
+import { Document, parse } from "yaml";
 import { OSBUILD_VERSION } from "./version.js";
 
 export interface OsbuilderYamlInput {
@@ -11,31 +14,28 @@ export interface OsbuilderYamlInput {
 }
 
 export function osbuilderYaml(input: OsbuilderYamlInput): string {
-  const list = (packages: readonly string[]): string[] => [...new Set(packages)].sort().map((name) => `      - "${name}"`);
-  const lines = [
-    "---",
-    "osbuilder:",
-    `  url: "osbuild"`,
-    `  version: "${OSBUILD_VERSION}"`,
-    `rootfs-creation-time: "${creationTime(input.sourceDateEpoch)}"`,
-    `description: "osbuilder rootfs"`,
-    `file-format-version: "0.0.2"`,
-    `architecture: "${input.architecture}"`,
-    "base-distro:",
-    `  name: "${input.distro.name}"`,
-    `  version: "${input.distro.version}"`,
-    "  packages:",
-    "    default:",
-    ...list(input.distro.packages.default),
-    "    extra:",
-    ...(input.distro.packages.extra.length > 0 ? list(input.distro.packages.extra) : [""]),
-    "agent:",
-    `  url: "https://github.com/kata-containers/kata-containers"`,
-    `  name: "kata-agent"`,
-    `  version: "${input.agent.version}"`,
-    `  agent-is-init-daemon: "${input.agent.isInit ? "yes" : "no"}"`,
-  ];
-  return `${lines.join("\n")}\n`;
+  // osbuilder sorts and de-duplicates the lists, and leaves an empty one empty (null).
+  const list = (packages: readonly string[]): string[] | null => (packages.length > 0 ? [...new Set(packages)].sort() : null);
+  const document = new Document({
+    osbuilder: { url: "osbuild", version: OSBUILD_VERSION },
+    "rootfs-creation-time": creationTime(input.sourceDateEpoch),
+    description: "osbuilder rootfs",
+    "file-format-version": "0.0.2",
+    architecture: input.architecture,
+    "base-distro": {
+      name: input.distro.name,
+      version: input.distro.version,
+      packages: { default: list(input.distro.packages.default), extra: list(input.distro.packages.extra) },
+    },
+    agent: {
+      url: "https://github.com/kata-containers/kata-containers",
+      name: "kata-agent",
+      version: input.agent.version,
+      "agent-is-init-daemon": input.agent.isInit ? "yes" : "no",
+    },
+  });
+  document.directives!.docStart = true;
+  return document.toString({ defaultStringType: "QUOTE_DOUBLE", defaultKeyType: "PLAIN", nullStr: "", lineWidth: 0 });
 }
 
 /** `date -u -d@EPOCH '+%Y-%m-%dT%T.%N%zZ'`, as osbuilder writes it (with SOURCE_DATE_EPOCH). */
@@ -45,6 +45,11 @@ function creationTime(epoch: number): string {
 
 /** Reads back the fields other steps need (the init mode) from an osbuilder.yaml. */
 export function agentIsInit(yaml: string): boolean | undefined {
-  const match = /^\s*agent-is-init-daemon:\s*"?(yes|no)"?\s*$/m.exec(yaml);
-  return match ? match[1] === "yes" : undefined;
+  let value: unknown;
+  try {
+    value = (parse(yaml) as { agent?: { "agent-is-init-daemon"?: unknown } } | null)?.agent?.["agent-is-init-daemon"];
+  } catch {
+    return undefined;
+  }
+  return value === "yes" ? true : value === "no" ? false : undefined;
 }

@@ -132,6 +132,7 @@ export class MergedView {
       entry.size = data.size;
       entry.offset = data.offset;
       entry.dataLayer = data.dataLayer;
+      if (data.sha256 !== undefined) entry.sha256 = data.sha256;
       delete entry.linkTarget;
       promotedFor.set(`${entry.layer}:${original}`, entry.path);
     }
@@ -139,7 +140,7 @@ export class MergedView {
 
   /** The data each hardlink of a layer points at when the layer is applied: the target in
    * the same layer, or else the file below it. */
-  private readonly linkData = new Map<string, { size: number; offset: number; dataLayer: number }>();
+  private readonly linkData = new Map<string, { size: number; offset: number; dataLayer: number; sha256?: string }>();
 
   private recordLinkData(toc: Toc, layer: number): void {
     const own = new Map<string, TocFile>();
@@ -149,8 +150,8 @@ export class MergedView {
       const target = entry.linkTarget!;
       const inLayer = own.get(target);
       const below = inLayer ? undefined : this.byPath.get(target);
-      if (inLayer) this.linkData.set(`${layer}:${target}`, { size: inLayer.size, offset: inLayer.offset ?? 0, dataLayer: layer });
-      else if (below?.type === "file") this.linkData.set(`${layer}:${target}`, { size: below.size, offset: below.offset ?? 0, dataLayer: below.dataLayer ?? below.layer });
+      if (inLayer) this.linkData.set(`${layer}:${target}`, { size: inLayer.size, offset: inLayer.offset ?? 0, dataLayer: layer, sha256: inLayer.sha256 });
+      else if (below?.type === "file") this.linkData.set(`${layer}:${target}`, { size: below.size, offset: below.offset ?? 0, dataLayer: below.dataLayer ?? below.layer, sha256: below.sha256 });
     }
   }
 }

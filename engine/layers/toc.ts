@@ -18,6 +18,8 @@ export interface TocFile {
   size: number;
   mtime: number;
   offset?: number;
+  /** Regular files: the sha256 (hex) of the content, checked whenever it is read alone. */
+  sha256?: string;
   linkTarget?: string;
   devMajor?: number;
   devMinor?: number;

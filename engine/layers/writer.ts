@@ -50,8 +50,9 @@ class HashingFileWriter {
     }
   }
 
-  /** Reads `size` bytes from `fd` at `position` (null: current position) straight into the output. */
-  copyFrom(fd: number, position: number | null, size: number, what: string): void {
+  /** Reads `size` bytes from `fd` at `position` (null: current position) straight into the output; returns their sha256 (hex). */
+  copyFrom(fd: number, position: number | null, size: number, what: string): string {
+    const content = createHash("sha256");
     let remaining = size;
     let at = position;
     while (remaining > 0) {
@@ -59,10 +60,12 @@ class HashingFileWriter {
       const want = Math.min(BUFFER_SIZE - this.used, remaining);
       const read = readSync(fd, this.buffer, this.used, want, at);
       if (read === 0) throw new Error(`${what} shrank while it was being read (${size - remaining} of ${size} bytes)`);
+      content.update(this.buffer.subarray(this.used, this.used + read));
       this.used += read;
       remaining -= read;
       if (at !== null) at += read;
     }
+    return content.digest("hex");
   }
 
   private flush(): void {
@@ -129,9 +132,12 @@ export function writeLayerSync(outPath: string, items: Iterable<LayerItem>): Wri
       const recorded: TocFile = { ...entry };
       if (entry.type === "file") {
         recorded.offset = out.position;
-        if (entry.size > 0) copyContent(out, entry, item.content);
+        recorded.sha256 = entry.size > 0 ? copyContent(out, entry, item.content) : EMPTY_SHA256;
         out.write(Buffer.alloc(paddingFor(entry.size)));
-      } else delete recorded.offset;
+      } else {
+        delete recorded.offset;
+        delete recorded.sha256;
+      }
       entries.push(recorded);
     }
     out.write(tarTrailer());
@@ -143,18 +149,18 @@ export function writeLayerSync(outPath: string, items: Iterable<LayerItem>): Wri
   }
 }
 
-function copyContent(out: HashingFileWriter, entry: TocFile, content: ContentSource | undefined): void {
+/** Copies a file's bytes into the layer; returns their sha256 (hex), which the TOC keeps. */
+function copyContent(out: HashingFileWriter, entry: TocFile, content: ContentSource | undefined): string {
   if (!content) throw new Error(`no content given for ${entry.path}`);
-  if ("fd" in content) {
-    out.copyFrom(content.fd, content.offset, entry.size, entry.path);
-    return;
-  }
+  if ("fd" in content) return out.copyFrom(content.fd, content.offset, entry.size, entry.path);
   const fd = openSync(hostPath(content.path), "r");
   try {
     const actual = fstatSync(fd).size;
     if (actual !== entry.size) throw new Error(`${content.path} changed size while the layer was written (${entry.size} → ${actual} bytes)`);
-    out.copyFrom(fd, null, entry.size, content.path);
+    return out.copyFrom(fd, null, entry.size, content.path);
   } finally {
     closeSync(fd);
   }
 }
+
+const EMPTY_SHA256 = createHash("sha256").digest("hex");

@@ -31,12 +31,20 @@ function qemuArgs(boot: QemuBoot): string[] {
   const args = ["-accel", boot.accel, "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot", "-smp", "1"];
   if (boot.nvdimm) {
     args.push("-machine", "pc,nvdimm=on", "-m", `${boot.memoryMiB}M,slots=2,maxmem=${boot.memoryMiB * 4}M`);
-    args.push("-object", `memory-backend-file,id=mem1,share=off,readonly=on,mem-path=${boot.nvdimm.path},size=${boot.nvdimm.bytes}`);
+    args.push("-object", `memory-backend-file,id=mem1,share=off,readonly=on,mem-path=${optionValue(boot.nvdimm.path)},size=${boot.nvdimm.bytes}`);
     args.push("-device", "nvdimm,id=nv1,memdev=mem1,unarmed=on");
   } else args.push("-machine", "pc", "-m", `${boot.memoryMiB}M`);
-  if (boot.disk) args.push("-drive", `file=${boot.disk},format=raw,if=virtio,snapshot=on`);
+  if (boot.disk) args.push("-drive", `file=${optionValue(boot.disk)},format=raw,if=virtio,snapshot=on`);
   args.push("-kernel", boot.kernel, "-initrd", boot.initrd, "-append", boot.append);
   return args;
+}
+
+/**
+ * A value inside a QEMU "key=value,key=value" option: QEMU reads a doubled comma as one
+ * comma of the value, so a path with commas stays one path and adds no options.
+ */
+export function optionValue(value: string): string {
+  return value.replace(/,/g, ",,");
 }
 
 export function runQemu(boot: QemuBoot): Promise<QemuResult> {
