@@ -13,7 +13,7 @@ import { Fingerprinter, type DirectoryListing, type Fingerprint } from "./finger
 import { UnsafeArchiveError } from "./layers/import.js";
 import { Layers, type LayerRef } from "./rootfs.js";
 import { StepRunner } from "./step-runner.js";
-import { Store, removeLeftovers } from "./store.js";
+import { Store, markInUse, removeLeftovers } from "./store.js";
 import { haveAttrTools } from "./layers/host-metadata.js";
 import { MissingToolError, ToolVersions } from "./tools.js";
 import type { Arch, ToolSpec } from "./types.js";
@@ -104,7 +104,11 @@ export class BuildContext {
     this.tools = new ToolVersions(join(settings.cacheDir, "memo", "tools.json"));
     this.scope = sha256Hex(resolve(settings.configFile)).slice(0, 16);
     cleanStaleScratch(settings.cacheDir);
+    this.releaseCache = markInUse(settings.cacheDir);
   }
+
+  /** Says this build no longer uses the cache (see markInUse). */
+  readonly releaseCache: () => void;
 
   saveMemos(): void {
     this.fingerprints.save();
@@ -242,6 +246,7 @@ export class Build {
         this.emit({ type: "step", id: error.stepId, kind: step.node.spec.kind, status: "failed", key: "", ms: 0, error: error.message, hint: error.hint });
       }
       this.context.saveMemos();
+      this.context.releaseCache();
       this.emit({ type: "done", ok: false, outputs: {}, error: `${preflightErrors.length} step(s) cannot start` });
       return { ok: false, outputs: {}, exitCode: 1 };
     }
@@ -263,7 +268,9 @@ export class Build {
     }
     this.emit({ type: "summary", ms: Math.round(performance.now() - started), steps: this.timings });
     this.context.saveMemos();
+    this.context.layers.releaseLeases();
     await this.context.layers.pruneTrees().catch(() => 0);
+    this.context.releaseCache();
     this.emit({ type: "done", ok: result.ok, outputs: result.outputs });
     return result!;
   }

@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { CorruptContentError } from "./errors.js";
 import { canonicalJson, digestOf, type Digest } from "./key.js";
 import { diskMode } from "./layers/extract.js";
@@ -16,6 +16,7 @@ import type { WrittenLayer } from "./layers/writer.js";
 import { hexOf, type Store } from "./store.js";
 import { runTask } from "./workers.js";
 import { ctimeBaseline } from "./layers/ctime.js";
+import { TreeLeases } from "./tree-leases.js";
 import { toolEnvironment } from "./tool-environment.js";
 import type { CommitArgs, CommitResult } from "./worker-tasks.js";
 
@@ -46,6 +47,7 @@ export class Layers {
   private readonly materializing = new Map<string, Promise<string>>();
   private readonly verifiedTrees = new Set<string>();
   readonly treesDir: string;
+  private readonly leases: TreeLeases;
 
   constructor(
     readonly store: Store,
@@ -56,6 +58,12 @@ export class Layers {
   ) {
     this.treesDir = join(store.dir, "trees");
     mkdirSync(this.treesDir, { recursive: true });
+    this.leases = new TreeLeases(this.treesDir);
+  }
+
+  /** Gives up this process's leases on kept trees (at the end of a build: its steps are done reading). */
+  releaseLeases(): void {
+    this.leases.releaseAll();
   }
 
   /** Stores a layer tar written at `tarPath` (consumed) with its TOC. */
@@ -162,6 +170,8 @@ export class Layers {
 
   private async materializeUncached(rootfs: RootfsValue): Promise<string> {
     const target = this.treePath(rootfs);
+    // Leased before it is looked at: from here on no other build moves it.
+    await this.leases.acquire(hexOf(rootfs.digest));
     if (existsSync(target)) {
       const problem = await this.checkTree(target, rootfs);
       if (!problem) {
@@ -169,7 +179,10 @@ export class Layers {
         return target;
       }
       this.warn(`the cached tree of ${rootfs.digest} does not match its layers (${problem}): extracting it again`);
-      await this.discardTree(target);
+      if (!(await this.discardTree(target))) {
+        throw new CorruptContentError(rootfs.layers[rootfs.layers.length - 1]!.digest, `its cached tree ${target} is damaged and another build is reading it; run again when that build is done`);
+      }
+      await this.leases.acquire(hexOf(rootfs.digest));
     }
     const temp = this.store.tempPath("tree");
     try {
@@ -194,6 +207,8 @@ export class Layers {
     for (let count = rootfs.layers.length - 1; count > 0; count--) {
       const prefix = rootfsOf(rootfs.layers.slice(0, count));
       const prefixTree = this.treePath(prefix);
+      if (!existsSync(prefixTree)) continue;
+      await this.leases.acquire(hexOf(prefix.digest));
       if (existsSync(prefixTree) && !(await this.checkTree(prefixTree, prefix))) {
         await copyTree(prefixTree, dest);
         start = count;
@@ -219,15 +234,21 @@ export class Layers {
     return problem;
   }
 
-  private async discardTree(dir: string): Promise<void> {
+  /** Moves a kept tree away and deletes it, unless another build is reading it; returns whether it did. */
+  private async discardTree(dir: string): Promise<boolean> {
     this.verifiedTrees.delete(dir);
     const trash = this.store.tempPath("trash");
-    try {
-      renameSync(dir, trash);
-    } catch {
-      return;
-    }
-    await rm(trash, { recursive: true, force: true });
+    let moved = false;
+    this.leases.exclusively(basename(dir), () => {
+      try {
+        renameSync(dir, trash);
+        moved = true;
+      } catch {
+        /* gone already */
+      }
+    });
+    if (moved) await rm(trash, { recursive: true, force: true });
+    return moved;
   }
 
   /**
@@ -253,12 +274,18 @@ export class Layers {
     return ctimeBaseline(this.store.tmp);
   }
 
+  /** Moves the kept tree to `dest` for a step to change, unless another build is reading it. */
   private takeTree(rootfs: RootfsValue, tree: string, dest: string): boolean {
-    try {
-      renameSync(tree, dest);
-    } catch {
-      return false;
-    }
+    let taken = false;
+    this.leases.exclusively(hexOf(rootfs.digest), () => {
+      try {
+        renameSync(tree, dest);
+        taken = true;
+      } catch {
+        /* gone: copied instead */
+      }
+    });
+    if (!taken) return false;
     this.materializing.delete(rootfs.digest);
     this.verifiedTrees.delete(tree);
     return true;
@@ -309,12 +336,18 @@ export class Layers {
   /** Keeps the most recently used trees, removes the rest. */
   async pruneTrees(keep = KEPT_TREES): Promise<number> {
     const trees = readdirSync(this.treesDir)
+      .filter((name) => !name.startsWith("."))
       .map((name) => ({ name, used: statSync(join(this.treesDir, name)).mtimeMs }))
       .sort((a, b) => b.used - a.used);
-    const removed = trees.slice(keep);
-    for (const tree of removed) await this.discardTree(join(this.treesDir, tree.name));
-    return removed.length;
+    let removed = 0;
+    for (const tree of trees.slice(keep)) if (await this.discardTree(join(this.treesDir, tree.name))) removed++;
+    return removed;
   }
+}
+
+/** Removes every kept tree no build is reading (they are derived data, extracted again on demand). */
+export async function discardKeptTrees(store: Store): Promise<number> {
+  return new Layers(store, process.getuid?.() === 0, false).pruneTrees(0);
 }
 
 /** cp -a keeps owners (as root), modes, times, links, devices and xattrs; reflinks when it can. */

@@ -191,6 +191,33 @@ export class Store {
   }
 }
 
+/**
+ * Marks this process as using the cache at `dir` until the returned function is called.
+ * Garbage collection (cache prune and verify) waits for a cache no build is using: a build
+ * puts content in before the index entry naming it, and would lose it otherwise.
+ */
+export function markInUse(dir: string): () => void {
+  const users = join(dir, "users");
+  mkdirSync(users, { recursive: true });
+  removeLeftovers(users);
+  const mark = join(users, ownedName("build"));
+  writeFileSync(mark, "");
+  return () => rmSync(mark, { force: true });
+}
+
+/** How many other live processes use the cache at `dir` (see markInUse). */
+export function otherUsers(dir: string): number {
+  const users = join(dir, "users");
+  removeLeftovers(users);
+  let names: string[];
+  try {
+    names = readdirSync(users);
+  } catch {
+    return 0;
+  }
+  return names.filter((name) => !name.startsWith(`p${process.pid}.`)).length;
+}
+
 /** A unique file name that records the creating process, so leftovers of dead processes can be found. */
 export function ownedName(label: string): string {
   return `p${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.${label}`;

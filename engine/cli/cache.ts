@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { contentOf, type ActionRecord } from "../build.js";
 import { ConfigError } from "../errors.js";
 import type { Digest } from "../key.js";
-import { Store } from "../store.js";
+import { Store, otherUsers } from "../store.js";
+import { discardKeptTrees } from "../rootfs.js";
 import { formatSize } from "./progress.js";
 
 export async function cacheCommand(args: string[], cacheDir: string, options: { all: boolean; olderThanDays?: string }): Promise<number> {
@@ -47,6 +48,8 @@ async function list(store: Store): Promise<number> {
 
 async function verify(store: Store): Promise<number> {
   const out = (line: string): boolean => process.stdout.write(`${line}\n`);
+  // Its garbage collection would take content a running build has put in but not yet indexed.
+  await waitForIdle(store.dir);
   const stats = await store.verify();
   out(`checked ${stats.verifiedContent} content files: ${stats.badContentCount} corrupted (removed), ${stats.reclaimedCount} unreferenced (removed, ${formatSize(stats.reclaimedSize)})`);
   // Step results whose content is gone (or was just removed) are dropped so they rebuild.
@@ -65,8 +68,7 @@ async function verify(store: Store): Promise<number> {
       dropped++;
     }
   }
-  const trees = join(store.dir, "trees");
-  if (existsSync(trees)) rmSync(trees, { recursive: true, force: true }); // derived data: rebuilt from layers on demand
+  await discardKeptTrees(store); // derived data: rebuilt from layers on demand
   out(`${dropped} step result(s) referred to missing content and were dropped; materialized trees cleared`);
   return stats.badContentCount > 0 ? 1 : 0;
 }
@@ -98,18 +100,34 @@ async function prune(cacheDir: string, options: { all: boolean; olderThanDays?: 
     if (record) for (const digest of contentOf(record)) live.add(digest);
   }
   let removedContent = 0;
-  for (const entry of entries) {
+  const busy = otherUsers(cacheDir);
+  for (const entry of busy > 0 ? [] : entries) {
     const match = /^osbuild:(layer|toc|blob):(sha256:[0-9a-f]{64})$/.exec(entry.key);
     if (match && !live.has(match[2] as Digest)) {
       await store.removeEntry(entry.key);
       removedContent++;
     }
   }
+  await discardKeptTrees(store);
+  if (busy > 0) {
+    // A build puts layers in before the step result naming them: unreferenced content is
+    // only unreferenced for good when no build runs.
+    out(`removed ${removedActions} step result(s) unused for ${days} days; ${busy} build(s) are using the cache, so unused layers and blobs are left for a prune when none is`);
+    return 0;
+  }
   const stats = await store.verify();
-  const trees = join(cacheDir, "trees");
-  if (existsSync(trees)) rmSync(trees, { recursive: true, force: true });
   out(`removed ${removedActions} step result(s) unused for ${days} days and ${removedContent} layer/blob entries; freed ${formatSize(stats.reclaimedSize)}`);
   return 0;
+}
+
+/** Waits until no build uses the cache at `dir`, saying so once. */
+async function waitForIdle(dir: string): Promise<void> {
+  let said = false;
+  for (let busy = otherUsers(dir); busy > 0; busy = otherUsers(dir)) {
+    if (!said) process.stderr.write(`waiting for ${busy} build(s) using ${dir} to finish\n`);
+    said = true;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
 }
 
 function sum(entries: ReadonlyArray<{ size: number }>): number {
