@@ -113,7 +113,7 @@ export async function pullImage(reference: string, options: PullOptions): Promis
   if (INDEX_TYPES.includes(top.mediaType)) {
     const entry = selectPlatform(descriptorsOf(top.document, "manifests"), options, reference, wanted);
     log(`${reference} is multi-arch: using the ${platformName(entry.platform)} manifest ${entry.digest}`);
-    image = await client.manifest(entry.digest, entry.digest);
+    image = await client.manifest(entry.digest, entry.digest, entry.size);
     if (INDEX_TYPES.includes(image.mediaType)) throw new RegistryError(`image ${reference} nests an index in its index, which osbuild does not follow`, "use the reference of a platform's image instead");
   }
   const config = descriptorsOf(image.document, "config")[0]!;
@@ -154,14 +154,14 @@ class RegistryClient {
     this.base = `${isLoopback(ref.registry) ? "http" : "https"}://${ref.registry}/v2/${ref.repository}`;
   }
 
-  async manifest(tagOrDigest: string, expectedDigest: string | undefined): Promise<{ digest: string; mediaType: string; document: unknown }> {
+  async manifest(tagOrDigest: string, expectedDigest: string | undefined, expectedSize?: number): Promise<{ digest: string; mediaType: string; document: unknown }> {
     const response = await this.get(`${this.base}/manifests/${tagOrDigest}`, { accept: MANIFEST_TYPES.join(", ") });
     if (response.status === 404) throw new RegistryError(`image ${this.display} not found in ${this.ref.registry}`, "check the repository and the tag (or digest)");
-    if (!response.ok) throw this.unexpected(response, `manifest ${tagOrDigest}`);
-    const bytes = Buffer.from(await response.arrayBuffer());
+    if (!response.ok || response.body === null) throw this.unexpected(response, `manifest ${tagOrDigest}`);
+    const bytes = await readLimited(response.body, MAX_MANIFEST_BYTES, () => new RegistryError(`manifest ${tagOrDigest} of ${this.display} from ${this.ref.registry} is larger than ${MAX_MANIFEST_BYTES} bytes: no image manifest is`, TAMPERED_HINT));
     const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
-    if (expectedDigest !== undefined && digest !== expectedDigest) {
-      throw new RegistryError(`manifest ${expectedDigest} of ${this.display} from ${this.ref.registry} does not match its digest (got ${digest})`, TAMPERED_HINT);
+    if ((expectedDigest !== undefined && digest !== expectedDigest) || (expectedSize !== undefined && bytes.length !== expectedSize)) {
+      throw new RegistryError(`manifest ${expectedDigest} of ${this.display} from ${this.ref.registry} does not match its digest and size (got ${digest}, ${bytes.length} bytes)`, TAMPERED_HINT);
     }
     const document = parseJson(bytes.toString("utf8"), `manifest ${tagOrDigest} of ${this.display}`) as { mediaType?: unknown; manifests?: unknown };
     // The document's own mediaType is authoritative; old OCI manifests omit it, and then the header or the shape tells.
@@ -265,6 +265,27 @@ class RegistryClient {
 }
 
 /** Docker talks plain http to registries on the loopback interface only ("insecure localhost"). */
+/** Manifests and indexes are small; containerd refuses more than 4 MiB too. */
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+/** A response body of at most `limit` bytes, read as it comes (a lying registry can't exhaust memory). */
+async function readLimited(body: ReadableStream<Uint8Array>, limit: number, tooLarge: () => Error): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let received = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    received += value.byteLength;
+    if (received > limit) {
+      await reader.cancel().catch(() => undefined);
+      throw tooLarge();
+    }
+    chunks.push(Buffer.from(value));
+  }
+  return Buffer.concat(chunks);
+}
+
 function isLoopback(registry: string): boolean {
   const host = registry.startsWith("[") ? registry.slice(0, registry.indexOf("]") + 1) : registry.split(":")[0];
   return host === "localhost" || host === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host ?? "");

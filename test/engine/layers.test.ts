@@ -120,7 +120,7 @@ describe("layers", () => {
     const scratch = join(dir, "scratch-1");
     const baseline = await layers.scratchCopy(base, scratch);
     const overrides = emptyOverrides();
-    const tree = new StepTree(scratch, overrides, isRoot, layers.store.tmp);
+    const tree = new StepTree(scratch, overrides, isRoot, layers.store.tmp, baseline);
     rmSync(join(scratch, "etc/passwd")); // deleted file
     rmSync(join(scratch, "dev"), { recursive: true }); // deleted directory with contents
     writeFileSync(join(scratch, "usr/bin/new"), "new"); // added
