@@ -31,7 +31,7 @@ import { TarParser, type TarHeader } from "../../formats/tar.js";
 import { CorruptContentError } from "../errors.js";
 import type { Digest } from "../key.js";
 import { createSpecialNodes, applyXattrs, type SpecialNode } from "./host-metadata.js";
-import { UnsafeArchiveError } from "./import.js";
+import { UnsafeArchiveError, isSafeMarkerPath } from "./import.js";
 import { parentOf } from "./merge.js";
 import { type Toc, WHITEOUT_PREFIX } from "./toc.js";
 
@@ -143,7 +143,12 @@ export function extractLayerSync(layerPath: string, digest: Digest, toc: Toc, ro
         case "fifo":
           clearPath(path, false);
           if (options.asRoot || header.type === "fifo") specials.push({ path, type: header.type, major: header.devMajor ?? 0, minor: header.devMinor ?? 0 });
-          else writeFileSync(target, "", { mode: 0o600 }); // placeholder: the layer keeps the real node
+          else {
+            // A placeholder: the layer keeps the real node. Its time is the node's, as the
+            // tools that read the tree (mke2fs -d under fakeroot) take times from the disk.
+            writeFileSync(target, "", { mode: 0o600 });
+            utimesSync(target, header.mtime, header.mtime);
+          }
           break;
       }
       if (header.xattrs && header.type !== "hardlink") xattrs.push({ path, xattrs: header.xattrs });
@@ -209,6 +214,7 @@ function userXattrs(xattrs: Record<string, Buffer>): Record<string, Buffer> {
 /** Whiteouts and opaque markers delete from the layers below, before anything is written. */
 function applyDeletions(root: string, toc: Toc): void {
   for (const entry of toc.entries) {
+    if ((entry.type === "whiteout" || entry.type === "opaque") && !isSafeMarkerPath(entry.path, entry.type)) throw new UnsafeArchiveError(entry.path, "is a whiteout outside its directory");
     if (entry.type === "whiteout") rmSync(at(root, entry.path), { recursive: true, force: true });
     else if (entry.type === "opaque") {
       let names: Buffer[] = [];

@@ -25,6 +25,10 @@ export class UnsafeArchiveError extends Error {
   }
 }
 
+/** Linux's dev_t: 12 bits of major, 20 of minor (MINORBITS). */
+const MAX_DEVICE_MAJOR = 4095;
+const MAX_DEVICE_MINOR = 0xfffff;
+
 export interface SpooledEntry {
   header: TarHeader;
   /** Offset of the entry's data in the spool file. */
@@ -109,7 +113,11 @@ export interface CanonicalizeOptions {
  * resolved (last wins), parents present, hardlinks pointing at the first path of their group.
  */
 export function canonicalizeArchive(spooled: readonly SpooledEntry[], spoolFd: number, options: CanonicalizeOptions): LayerItem[] {
-  const files = new Map<string, { entry: TocFile; dataOffset: number }>();
+  const files = new Map<string, { entry: TocFile; dataOffset: number; seq: number }>();
+  // A non-directory that replaces a directory removes what was below it: recorded here (path →
+  // when) and applied once at the end, so that no entry costs a pass over all the others.
+  const replacedDirs = new Map<string, number>();
+  let seq = 0;
   const whiteouts = new Map<string, TocEntry>();
   const lower = options.lower;
 
@@ -118,10 +126,12 @@ export function canonicalizeArchive(spooled: readonly SpooledEntry[], spoolFd: n
   const checkParents = (path: string, raw: string): void => {
     let parent = parentOf(path);
     while (parent !== "") {
-      if (typeOf(parent) === "symlink") {
+      const type = typeOf(parent);
+      if (type === "symlink") {
         const target = files.get(parent)?.entry.linkTarget ?? lower?.get(parent)?.linkTarget;
         throw new UnsafeArchiveError(raw, `would be written through the symlink '${parent}' (→ ${target})`);
       }
+      if (type !== undefined && type !== "dir") throw new UnsafeArchiveError(raw, `is below '${parent}', which is a ${type}, not a directory`);
       parent = parentOf(parent);
     }
   };
@@ -132,13 +142,22 @@ export function canonicalizeArchive(spooled: readonly SpooledEntry[], spoolFd: n
     if (path === "") continue; // the root directory itself: its metadata is fixed
     const entry = tocEntryFromHeader({ ...header, path }, offset);
     checkParents(path, raw);
+    if (!isFile(entry) && !isSafeMarkerPath(entry.path, entry.type)) throw new UnsafeArchiveError(raw, `is a whiteout of '${entry.path || "/"}', which would delete more than an entry of its directory`);
     if (!isFile(entry)) {
       if (options.keepWhiteouts) whiteouts.set(entry.path, entry);
       continue;
     }
+    if (entry.type === "char" || entry.type === "block") {
+      const major = entry.devMajor ?? 0;
+      const minor = entry.devMinor ?? 0;
+      if (major > MAX_DEVICE_MAJOR || minor > MAX_DEVICE_MINOR) throw new UnsafeArchiveError(raw, `is a device node ${major}:${minor}, which Linux can't have (majors go to ${MAX_DEVICE_MAJOR}, minors to ${MAX_DEVICE_MINOR})`);
+    }
     if (entry.type === "hardlink") {
-      const target = checkedArchivePath(entry.linkTarget!, raw, "link");
+      let target = checkedArchivePath(entry.linkTarget!, raw, "link");
       checkParents(target, raw);
+      // A link to a name that is itself a link (GNU tar writes these): the file it names.
+      const chained = files.get(target)?.entry;
+      if (chained?.type === "hardlink") target = chained.linkTarget!;
       const inArchive = files.get(target);
       const below = inArchive ? undefined : lower?.get(target);
       if (inArchive?.entry.type === "file") {
@@ -153,17 +172,31 @@ export function canonicalizeArchive(spooled: readonly SpooledEntry[], spoolFd: n
     entry.mtime = Math.min(entry.mtime, options.sourceDateEpoch);
     // A later entry replaces an earlier one; a non-directory replaces a whole subtree.
     const existing = files.get(path);
-    if (existing?.entry.type === "dir" && entry.type !== "dir") {
-      for (const other of [...files.keys()]) if (other.startsWith(`${path}/`)) files.delete(other);
+    if (existing?.entry.type === "dir" && entry.type !== "dir") replacedDirs.set(path, seq);
+    files.set(path, { entry, dataOffset: offset, seq: seq++ });
+  }
+  if (replacedDirs.size > 0) {
+    for (const [path, value] of files) {
+      for (let parent = parentOf(path); parent !== ""; parent = parentOf(parent)) {
+        const replacedAt = replacedDirs.get(parent);
+        if (replacedAt !== undefined && replacedAt > value.seq) {
+          files.delete(path);
+          break;
+        }
+      }
     }
-    files.set(path, { entry, dataOffset: offset });
+    for (const { entry } of files.values()) {
+      if (entry.type === "hardlink" && !files.has(entry.linkTarget!) && lower?.get(entry.linkTarget!)?.type !== "file") {
+        throw new UnsafeArchiveError(entry.path, `is a hardlink to '${entry.linkTarget}', which a later entry of the archive removed`);
+      }
+    }
   }
 
   // Parents the archive left out.
   for (const path of [...files.keys()]) {
     let parent = parentOf(path);
     while (parent !== "" && !files.has(parent) && lower?.get(parent)?.type !== "dir") {
-      files.set(parent, { entry: { path: parent, type: "dir", mode: 0o755, uid: 0, gid: 0, size: 0, mtime: options.sourceDateEpoch }, dataOffset: 0 });
+      files.set(parent, { entry: { path: parent, type: "dir", mode: 0o755, uid: 0, gid: 0, size: 0, mtime: options.sourceDateEpoch }, dataOffset: 0, seq: seq++ });
       parent = parentOf(parent);
     }
   }
@@ -206,7 +239,15 @@ export function canonicalizeArchive(spooled: readonly SpooledEntry[], spoolFd: n
   return items;
 }
 
-/** Rejects absolute paths and ".." components; returns the normalized path. */
+/**
+ * Whether a whiteout or opaque marker names something inside the tree: a whiteout of "",
+ * "." or ".." (from ".wh.", ".wh.." or ".wh...") would delete a whole directory or its parent.
+ */
+export function isSafeMarkerPath(path: string, type: "whiteout" | "opaque"): boolean {
+  if (type === "opaque" && path === "") return true; // hides everything below: the root's own business
+  return path !== "" && path.split("/").every((part) => part !== "" && part !== "." && part !== "..");
+}
+
 /** An archive entry's path (or hardlink target) relative to the tree, or an UnsafeArchiveError naming it. */
 export function checkedArchivePath(path: string, raw: string, role: "path" | "link" = "path"): string {
   const subject = role === "path" ? "has the" : "points to the";

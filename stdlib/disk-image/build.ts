@@ -77,7 +77,6 @@ export async function buildDiskImage(ctx: BlobStepContext<readonly ["rootfs"]>, 
   const fsType = options.fsType ?? "ext4";
   const ids = identities(ctx.key);
   const workDir = await ctx.tempDir();
-  const asRoot = process.getuid?.() === 0;
   const extraFreeMiB = options.extraFreeMiB ?? 0;
   const reservedPercent = options.reservedPercent ?? 3;
   const request = { partitionTable: options.partitionTable ?? "mbr", daxHeader: options.daxHeader ?? true, alignMiB: options.alignMiB ?? 128 } as const;
@@ -99,7 +98,7 @@ export async function buildDiskImage(ctx: BlobStepContext<readonly ["rootfs"]>, 
     // erofs is as large as its content: make it first, then lay the disk out around it.
     const offset = plan(0).filesystemOffset;
     createFile(offset);
-    const used = await makeErofs(ctx.exec, image, { offset }, tree, { uuid: ids.filesystemUuid, time: ctx.sourceDateEpoch, workDir, entries, asRoot });
+    const used = await makeErofs(ctx.exec, image, { offset }, tree, { uuid: ids.filesystemUuid, time: ctx.sourceDateEpoch, workDir, entries });
     layout = plan(used);
     const fd = openSync(image, "r+");
     ftruncateSync(fd, layout.fileBytes);
@@ -112,7 +111,7 @@ export async function buildDiskImage(ctx: BlobStepContext<readonly ["rootfs"]>, 
     if (fsType === "xfs") await makeXfs(ctx.exec, image, region, entries, { uuid: ids.filesystemUuid, time: ctx.sourceDateEpoch, workDir, blockSize: options.blockSize, tree });
     else {
       const features = { journal: options.journal ?? true, metadataChecksums: options.metadataChecksums ?? true };
-      await makeExt4(ctx.exec, image, region, tree, entries, { plan: ext4, identity: { uuid: ids.filesystemUuid, hashSeed: ids.hashSeed, time: ctx.sourceDateEpoch }, reservedPercent, label: "rootfs", asRoot, workDir, blockSize: options.blockSize, ...features });
+      await makeExt4(ctx.exec, image, region, tree, entries, { plan: ext4, identity: { uuid: ids.filesystemUuid, hashSeed: ids.hashSeed, time: ctx.sourceDateEpoch }, reservedPercent, label: "rootfs", workDir, blockSize: options.blockSize, ...features });
     }
   }
   ctx.log(`${fsType} filesystem of ${mib(layout.filesystemBytes)} MiB for ${entries.length} entries in an image of ${mib(layout.fileBytes)} MiB`);

@@ -8,13 +8,14 @@
 // sorted and hardlinks found by inode, so two copies of a tree give the same bytes.
 //
 // mkfs.erofs 1.5 takes owners, modes, device nodes and xattrs from the files on disk and has
-// no manifest to take them from instead. The tree holds them exactly only when built as
-// root; otherwise mkfs.erofs runs in a fakeroot session that answers from the layers (see
-// fakeroot.ts), which gives the same bytes as a build as root, security xattrs included.
+// no manifest to take them from instead. It runs in a fakeroot session that answers from the
+// layers (see fakeroot.ts), as root too: the image is the same whoever builds it and whatever
+// the host's filesystem says (its order of xattrs, say), security xattrs included.
 
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import type { ExecOptions, ExecResult, FileEntry } from "../../engine/index.js";
+import { encodeName } from "../../formats/names.js";
 import { withLayerMetadata } from "./fakeroot.js";
 import { copyIntoImage } from "./sparse.js";
 
@@ -27,18 +28,18 @@ export interface ErofsOptions {
   /** Default "lz4hc", as osbuilder. */
   compression?: "lz4hc" | "none";
   workDir: string;
-  /** The layers' metadata: what mkfs.erofs sees of each file without root. Required without root. */
-  entries?: readonly FileEntry[];
-  /** Whether the tree's owners, devices and xattrs are exact. Default: running as root. */
-  asRoot?: boolean;
+  /** The layers' metadata: what mkfs.erofs sees of each file, whatever the tree on disk has. */
+  entries: readonly FileEntry[];
 }
 
 /** Makes the erofs image of `tree`, writes it into `image` at `layout.offset`, returns its size in bytes. */
 export async function makeErofs(exec: Exec, image: string, layout: { offset: number }, tree: string, options: ErofsOptions): Promise<number> {
-  const asRoot = options.asRoot ?? process.getuid?.() === 0;
   const entries = options.entries;
-  if (!asRoot && !entries) throw new Error("erofs without root: the tree's owners and device nodes are not the layers'; pass `entries` so that they are set from the layers");
-  const anyXattrs = entries?.some((entry) => Object.keys(entry.xattrs ?? {}).length > 0) ?? true;
+  // mkfs.erofs 1.5 fails on a name of 255 bytes (the longest Linux allows) with "Could not
+  // format the device": say which entry instead.
+  const tooLong = entries.find((entry) => encodeName(entry.path.slice(entry.path.lastIndexOf("/") + 1)).length >= 255);
+  if (tooLong) throw new Error(`erofs: mkfs.erofs 1.5 can't write the name of '${tooLong.path}' (255 bytes; it takes up to 254): rename it, or use ext4`);
+  const anyXattrs = entries.some((entry) => Object.keys(entry.xattrs ?? {}).length > 0);
   const file = join(options.workDir, "erofs.img");
   rmSync(file, { force: true });
   const args = [
@@ -52,9 +53,7 @@ export async function makeErofs(exec: Exec, image: string, layout: { offset: num
     file,
     tree,
   ];
-  const env = { LC_ALL: "C" };
-  if (asRoot || !entries) await exec("mkfs.erofs", args, { env });
-  else await withLayerMetadata(exec, tree, entries, options.workDir, (session) => exec("mkfs.erofs", args, { env: { ...env, ...session } }));
+  await withLayerMetadata(exec, tree, entries, options.workDir, (session) => exec("mkfs.erofs", args, { env: { LC_ALL: "C", ...session } }));
   const bytes = copyIntoImage(file, image, layout.offset);
   rmSync(file, { force: true });
   return bytes;

@@ -1,9 +1,10 @@
 // An ext4 filesystem from a tree, without root, mounts or loop devices: mke2fs -d writes it
-// straight into the image file at the partition's offset. Without root it runs in a fakeroot
-// session that answers its stat and listxattr calls from the layers (owners, modes, device
-// nodes, xattrs: see fakeroot.ts). What it copies from the files but should come from the
-// layers, atime and ctime (no one can set a host file's ctime), is set afterwards by
-// rewriting the inode table in place.
+// straight into the image file at the partition's offset. It runs in a fakeroot session that
+// answers its stat and listxattr calls from the layers (owners, modes, device nodes, xattrs:
+// see fakeroot.ts), as root too, so that the image never depends on who builds it or on the
+// host's filesystem (which orders xattrs its own way). What it copies from the files but should
+// come from the layers, atime and ctime (no one can set a host file's ctime), is set
+// afterwards by rewriting the inode table in place.
 
 import { closeSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -50,10 +51,14 @@ export function planExt4(entries: readonly FileEntry[], options: { extraFreeMiB:
   inodes = Math.ceil(inodes * 1.05) + Math.ceil((options.extraFreeMiB * 1024 * 1024) / 16384) + 64;
   const inodeBlocks = blocksFor(inodes * INODE_SIZE);
   const journalMiB = options.journal === false ? 0 : dataBlocks * blockSize < 512 * 1024 * 1024 ? 8 : 32;
-  const content = dataBlocks + extraBlocks + inodeBlocks + blocksFor(journalMiB * 1024 * 1024);
+  const journalBlocks = blocksFor(journalMiB * 1024 * 1024);
+  const content = dataBlocks + extraBlocks + inodeBlocks + journalBlocks;
   // Per 128 MiB group: superblock/GDT backups, bitmaps, flex_bg padding; plus reserved blocks.
   const withMetadata = content * 1.03 + 1024;
-  const total = Math.ceil(withMetadata / (1 - options.reservedPercent / 100));
+  // mke2fs makes the journal before it copies the tree, and refuses one larger than half of
+  // the blocks still free then (a small tree would otherwise get too small a filesystem).
+  const forJournal = (2 * journalBlocks + inodeBlocks) * 1.03 + 1024;
+  const total = Math.ceil(Math.max(withMetadata, forJournal) / (1 - options.reservedPercent / 100));
   return { bytes: total * blockSize, inodes, journalMiB };
 }
 
@@ -73,7 +78,7 @@ export async function makeExt4(
   layout: { offset: number; bytes: number },
   tree: string,
   entries: readonly FileEntry[],
-  options: { plan: Ext4Plan; identity: Ext4Identity; reservedPercent: number; label?: string; asRoot: boolean; workDir: string; blockSize?: number; journal?: boolean; metadataChecksums?: boolean },
+  options: { plan: Ext4Plan; identity: Ext4Identity; reservedPercent: number; label?: string; workDir: string; blockSize?: number; journal?: boolean; metadataChecksums?: boolean },
 ): Promise<void> {
   const blockSize = options.blockSize ?? BLOCK;
   const config = join(options.workDir, "mke2fs.conf");
@@ -106,8 +111,7 @@ export async function makeExt4(
     image,
     `${Math.floor(layout.bytes / blockSize)}`,
   ];
-  if (options.asRoot) await exec("mke2fs", args, { env });
-  else await withLayerMetadata(exec, tree, entries, options.workDir, (session) => exec("mke2fs", args, { env: { ...env, ...session } }));
+  await withLayerMetadata(exec, tree, entries, options.workDir, (session) => exec("mke2fs", args, { env: { ...env, ...session } }));
   const fd = openSync(image, "r+");
   try {
     setInodeTimesToMtime(fd, layout.offset);

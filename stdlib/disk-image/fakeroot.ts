@@ -1,7 +1,8 @@
-// Without root, a materialized tree holds the builder's owners, placeholder files for device
-// nodes and no security xattrs; the layers hold the truth. mke2fs -d and mkfs.erofs read a
-// tree through stat(2) and listxattr(2), so they run in a fakeroot session whose answers
-// come from the layers: faked's database (device and inode of each file on disk → its mode
+// A materialized tree is a cache of the layers, and not a faithful one: without root it holds
+// the builder's owners, placeholder files for device nodes and no security xattrs, and even
+// as root the host's filesystem lists xattrs in an order of its own. The layers hold the
+// truth. mke2fs -d and mkfs.erofs read a tree through stat(2) and listxattr(2), so they run
+// in a fakeroot session whose answers come from the layers: faked's database (device and inode of each file on disk → its mode
 // with type bits, owner and device number) is written from the entries, and the xattrs are
 // put into the session with setfattr --restore. Both are data files; nothing from a layer
 // becomes a command, an option or a path outside the tree. The filesystem tool reads the
@@ -36,7 +37,9 @@ export async function withLayerMetadata<T>(exec: Exec, tree: string, entries: re
     const withXattrs = entries.filter((entry) => entry.type !== "hardlink" && entry.xattrs && Object.keys(entry.xattrs).length > 0);
     if (withXattrs.length > 0) {
       const dump = join(workDir, "xattrs.dump");
-      writeFileSync(dump, encodeXattrDump(withXattrs.map((entry) => ({ path: entry.path, xattrs: entry.xattrs! }))));
+      // faked lists an inode's xattrs newest first: given in reverse, they come out in order.
+      const reversed = (xattrs: Readonly<Record<string, Buffer>>): Record<string, Buffer> => Object.fromEntries(Object.entries(xattrs).reverse());
+      writeFileSync(dump, encodeXattrDump(withXattrs.map((entry) => ({ path: entry.path, xattrs: reversed(entry.xattrs!) }))));
       await exec("setfattr", ["-h", `--restore=${dump}`], { cwd: tree, env });
     }
     return await work(env);
