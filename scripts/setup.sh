@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   mmdebstrap uidmap           # Debian/Ubuntu bases (uidmap: --mode=unshare without root)
   e2fsprogs fdisk gdisk       # ext4 images, partition tables (and their checkers)
+  fakeroot                    # mke2fs/mkfs.erofs see the layers' owners, devices and xattrs
   xfsprogs erofs-utils        # the other image filesystems
   cryptsetup-bin              # veritysetup for measured rootfs
   kmod                        # depmod for kernel modules

@@ -211,7 +211,7 @@ describe("pullImage from a registry without auth", () => {
     const stored = registryBlobPath(registry.storageDir, digest);
     writeFileSync(stored, readFileSync(stored, "utf8").replace('"schemaVersion":2', '"schemaVersion": 2'));
     const error = await pullError(`${address}/test/tampered@${digest}`);
-    expect(error.message).toMatch(new RegExp(`^manifest ${digest} of .* does not match its digest \\(got sha256:`));
+    expect(error.message).toMatch(new RegExp(`^manifest ${digest} of .* does not match its digest and size \\(got sha256:`));
   });
 });
 

@@ -4,7 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { osbuild, tempDir, writeFiles } from "../helpers.js";
 
-const config = (stamp: string): string => `import { writeFileSync } from "node:fs";
+const config = (stamp: string, sourceDate = "  sourceDateEpoch: 1735689600,\n"): string => `import { writeFileSync } from "node:fs";
 import { defineConfig, defineStep, fetchBase, mkCpio, mkExt4 } from "osbuild";
 
 const stampStep = defineStep({
@@ -19,17 +19,16 @@ const stampStep = defineStep({
 });
 
 export default defineConfig({
-  sourceDateEpoch: 1735689600,
-  targets: () => {
+${sourceDate}  targets: () => {
     const rootfs = stampStep(fetchBase({ directory: "./tree" }));
-    return { rootfs, initrd: mkCpio(rootfs), image: mkExt4(rootfs, { daxHeader: false }) };
+    return { rootfs, initrd: mkCpio(rootfs), image: mkExt4(rootfs, { daxHeader: false }), dax: mkExt4(rootfs), erofs: mkExt4(rootfs, { fsType: "erofs", daxHeader: false }) };
   },
 });
 `;
 
-function project(stamp: string): string {
+function project(stamp: string, sourceDate?: string): string {
   const dir = tempDir("reproducible");
-  writeFiles(dir, { "osbuild.config.ts": config(stamp), "tree/etc/hostname": "guest\n", "tree/usr/bin/tool": "#!/bin/sh\n" });
+  writeFiles(dir, { "osbuild.config.ts": config(stamp, sourceDate), "tree/etc/hostname": "guest\n", "tree/usr/bin/tool": "#!/bin/sh\n" });
   return dir;
 }
 
@@ -38,7 +37,14 @@ describe("osbuild verify-reproducible", () => {
     const dir = project(`"fixed\\n"`);
     const result = await osbuild(["verify-reproducible", "--cache-dir", `${dir}/cache`], { cwd: dir });
     expect(result.code, result.stderr).toBe(0);
-    expect(result.stdout).toBe("rootfs: identical\ninitrd: identical\nimage: identical\nreproducible: 3 target(s) byte-identical across two builds\n");
+    expect(result.stdout).toBe("rootfs: identical\ninitrd: identical\nimage: identical\ndax: identical\nerofs: identical\nreproducible: 5 target(s) byte-identical across two builds\n");
+  });
+
+  it("is reproducible by default: a config with no source date, and no SOURCE_DATE_EPOCH, gives the same bytes twice", async () => {
+    const dir = project(`"fixed\\n"`, "");
+    const result = await osbuild(["verify-reproducible", "--cache-dir", `${dir}/cache`], { cwd: dir, env: { SOURCE_DATE_EPOCH: "" } });
+    expect(result.code, result.stderr + result.stdout).toBe(0);
+    expect(result.stdout).toContain("reproducible: 5 target(s) byte-identical across two builds");
   });
 
   it("names the first differing tar entry, cpio entry and ext4 file when a step is not", async () => {
@@ -49,6 +55,6 @@ describe("osbuild verify-reproducible", () => {
     expect(result.stdout).toMatch(/initrd: DIFFERS: cpio entry \d+ 'etc\/build-stamp': (content differs|header .*"size")/);
     // The image's ids derive from the rootfs, so the report points back at it.
     expect(result.stdout).toMatch(/image: DIFFERS: partition table: disk signature [0-9a-f]{8} vs [0-9a-f]{8}; the ids osbuild derives from the rootfs differ, so the rootfs itself differs/);
-    expect(result.stdout).toContain("not reproducible: 3 of 3 target(s) differ");
+    expect(result.stdout).toContain("not reproducible: 5 of 5 target(s) differ");
   });
 });

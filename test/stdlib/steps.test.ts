@@ -43,16 +43,30 @@ export default defineConfig({
   sourceDateEpoch: 1735689600,
   targets: () => {
     const base = fetchBase({ directory: "./tree" });
-    const ran = run(base, { script: "echo guest > /etc/hostname; id -u > /etc/built-by; mkdir -p /srv/data; chown 1234:5678 /srv/data; touch /dev/null-written-by-run || true" });
+    const ran = run(base, { script: "echo guest > /etc/hostname; id -u > /etc/built-by; mkdir -p /srv/data; chown 1234:5678 /srv/data; touch /dev/null-written-by-run || true; cat /proc/self/uid_map > /etc/uid-map; env > /etc/run-env; ls /proc > /etc/processes" });
     const provisioned = provision(ran, { init: "systemd", agentPolicy: "./files/policy.rego", guestHooks: "./hooks.tar.gz", extraTarballs: ["./extra.tar"], confidential: true });
     return { rootfs: installAgent(provisioned, { tarball: "./kata-static-agent.tar.zst", init: "agent", version: "3.99.0" }) };
   },
 });
 `);
-      result = await run(dir);
+      // Something of osbuild's own environment that no step may pass on.
+      result = await osbuild(["run", "--json", "--cache-dir", join(dir, "cache")], { cwd: dir, env: { OSBUILD_TEST_SECRET: "host-only" } });
       if (result.code !== 0) throw new Error(`build failed:\n${result.stdout}\n${result.stderr}`);
       tree = unpackOciLayout(join(dir, "out/rootfs"));
     }, 300_000);
+
+    it("runs them in a user namespace of their own, where the host's root is no one, with only the sandbox's environment and processes", () => {
+      const [inside, outside, count] = readFileSync(join(tree, "etc/uid-map"), "utf8").trim().split(/\s+/).map(Number);
+      expect(inside).toBe(0);
+      // As root the rootfs's ids live in an unused host range; without root, root is the builder.
+      if (isRoot) expect([outside! >= 2 ** 30, count]).toEqual([true, 65536]);
+      else expect([outside, count]).toEqual([process.getuid!(), 1]);
+      const names = readFileSync(join(tree, "etc/run-env"), "utf8").trim().split("\n").map((line) => line.slice(0, line.indexOf("=")));
+      expect(names.sort()).toEqual(["DEBIAN_FRONTEND", "HOME", "LANG", "OLDPWD", "PATH", "PWD", "SHLVL", "SOURCE_DATE_EPOCH"]);
+      // PID 1 is the command's shell: no host process is in sight.
+      const pids = readFileSync(join(tree, "etc/processes"), "utf8").split("\n").filter((name) => /^\d+$/.test(name));
+      expect(pids.length).toBeLessThan(5);
+    });
 
     it("runs commands inside the rootfs, as root there", () => {
       expect(readFileSync(join(tree, "etc/hostname"), "utf8")).toBe("guest\n");
