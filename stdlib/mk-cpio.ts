@@ -66,15 +66,27 @@ export const mkCpio = defineStep({
     const compress = (archive: Readable, outPath: string): Promise<void> => compressTo(archive, outPath, compression, level, ctx.cores, ctx.exec);
     const parts = await rootfs.layerParts();
 
-    // Inode numbers run through the whole initrd, so each part knows where it starts.
+    // Inode numbers run through the whole initrd, so each part knows where it starts; a
+    // hardlink may name a file of a lower layer's part, so links are counted across parts.
+    const links = new Map<string, { ino: number; nlink: number }>();
     let nextIno = 2; // 1 is the root directory
+    for (const part of parts) {
+      for (const entry of part.entries) {
+        const ino = nextIno++;
+        if (entry.type === "file") links.set(entry.path, { ino, nlink: 1 });
+      }
+    }
+    for (const part of parts) for (const entry of part.entries) if (entry.type === "hardlink" && links.has(entry.linkTarget!)) links.get(entry.linkTarget!)!.nlink++;
+    nextIno = 2;
     const segments: string[] = [];
     for (const [index, part] of parts.entries()) {
       const firstIno = nextIno;
       nextIno += part.entries.length;
       const withRoot = index === 0;
-      const key = { layer: part.digest, entries: part.entries.map(entryKey), firstIno, withRoot, compression, level };
-      const make = (path: string): Promise<void> => compress(Readable.from(layerArchive(rootfs.readLayer(index), firstIno, part.entries, withRoot ? rootEntry(ctx.sourceDateEpoch) : undefined)), path);
+      // The part's bytes also hold its files' link counts and the inode numbers its links share.
+      const shared = part.entries.map((entry) => (entry.type === "file" ? links.get(entry.path)!.nlink : entry.type === "hardlink" ? (links.get(entry.linkTarget!)?.ino ?? null) : null));
+      const key = { layer: part.digest, entries: part.entries.map(entryKey), shared, firstIno, withRoot, compression, level };
+      const make = (path: string): Promise<void> => compress(Readable.from(layerArchive(rootfs.readLayer(index), firstIno, links, withRoot ? rootEntry(ctx.sourceDateEpoch) : undefined)), path);
       // Without every file's digest (a layer stored before TOCs had them) the key can't say what the bytes are.
       const keyed = part.entries.every((entry) => entry.type !== "file" || entry.sha256 !== undefined);
       segments.push(keyed ? await ctx.reuse(key, make) : await madeOnce(ctx, make));
@@ -123,11 +135,14 @@ function entryKey(entry: FileEntry): unknown[] {
  * that pigz/zstd get large writes and backpressure is awaited once per batch. Ends without a
  * trailer: the parts are concatenated and the tail closes the archive.
  */
-async function* layerArchive(batches: AsyncIterable<readonly LayerEvent[]>, firstIno: number, entries: readonly FileEntry[], root: CpioEntry | undefined): AsyncGenerator<Buffer> {
-  // Hardlinked files share one inode number; the data goes with the first name.
-  const linkCount = new Map<string, number>();
-  for (const entry of entries) if (entry.type === "hardlink") linkCount.set(entry.linkTarget!, (linkCount.get(entry.linkTarget!) ?? 1) + 1);
-  const inoOf = new Map<string, number>();
+async function* layerArchive(
+  batches: AsyncIterable<readonly LayerEvent[]>,
+  firstIno: number,
+  links: ReadonlyMap<string, { ino: number; nlink: number }>,
+  root: CpioEntry | undefined,
+): AsyncGenerator<Buffer> {
+  // Hardlinked files share one inode number (counted over the whole initrd); the data goes
+  // with the first name, which is the file's, in this part or a lower one.
   let ino = firstIno;
   let dataSize = 0;
   if (root) yield encodeNewcHeader(root);
@@ -149,16 +164,14 @@ async function* layerArchive(batches: AsyncIterable<readonly LayerEvent[]>, firs
       const base = { name: entry.path, mode: entry.mode, uid: entry.uid, gid: entry.gid, mtime: entry.mtime, nlink: 1, ino: own };
       switch (entry.type) {
         case "file": {
-          const nlink = linkCount.get(entry.path) ?? 1;
-          if (nlink > 1) inoOf.set(entry.path, own);
-          out.push(encodeNewcHeader({ ...base, type: "file", nlink, size: entry.size }));
+          out.push(encodeNewcHeader({ ...base, type: "file", nlink: links.get(entry.path)?.nlink ?? 1, size: entry.size }));
           dataSize = entry.size;
           break;
         }
         case "hardlink": {
-          const sharedIno = inoOf.get(entry.linkTarget!);
-          if (sharedIno === undefined) throw new Error(`hardlink ${entry.path} → ${entry.linkTarget}: target not found before it in the layer`);
-          out.push(encodeNewcHeader({ ...base, type: "file", nlink: linkCount.get(entry.linkTarget!)!, size: 0, ino: sharedIno }));
+          const target = links.get(entry.linkTarget!);
+          if (target === undefined) throw new Error(`hardlink ${entry.path} → ${entry.linkTarget}: the layers have no such file`);
+          out.push(encodeNewcHeader({ ...base, type: "file", nlink: target.nlink, size: 0, ino: target.ino }));
           break;
         }
         case "dir":

@@ -231,7 +231,10 @@ export function canonicalizeArchive(spooled: readonly SpooledEntry[], spoolFd: n
     if (entry.path === group) {
       const data = files.get(dataPath)!;
       const source = data.entry;
-      items.push({ entry: { ...entry, type: "file", size: source.size, linkTarget: undefined }, content: { fd: spoolFd, offset: data.dataOffset } });
+      // The name that carries the group's data gets the file's metadata: a hardlink's own
+      // header says nothing of the file (extraction links the name to the file's inode).
+      const { mode, uid, gid, mtime, xattrs } = source;
+      items.push({ entry: { ...entry, type: "file", size: source.size, mode, uid, gid, mtime, xattrs, linkTarget: undefined }, content: { fd: spoolFd, offset: data.dataOffset } });
     } else {
       items.push({ entry: { ...entry, type: "hardlink", size: 0, linkTarget: group } });
     }

@@ -111,8 +111,11 @@ export class MergedView {
   }
 
   /**
-   * A hardlink whose target did not survive (or lives in another layer) becomes a regular
-   * file carrying the target's data; the other links of its group then point at it.
+   * Hardlinks after the merge. A link to a file of its own layer, or to a lower layer's file
+   * that is still there unchanged, stays a link: one inode. A link whose target did not
+   * survive (whited out, or replaced since) becomes a regular file with the data and the
+   * metadata the target had when the link was made (a tar link's own header says nothing
+   * of the file); the other links of its group then point at it.
    */
   private resolveHardlinks(): void {
     const promotedFor = new Map<string, string>(); // original target → promoted path
@@ -127,20 +130,25 @@ export class MergedView {
         continue;
       }
       const data = this.linkData.get(`${entry.layer}:${original}`);
-      if (!data) continue; // dangling: left as is, packers report it
+      if (!data) continue; // a link to a link below, or dangling: left as is (packers report dangling ones)
+      if (target?.type === "file" && target.dataLayer === data.dataLayer && target.offset === data.offset) continue;
       entry.type = "file";
       entry.size = data.size;
       entry.offset = data.offset;
       entry.dataLayer = data.dataLayer;
-      if (data.sha256 !== undefined) entry.sha256 = data.sha256;
+      const { mode, uid, gid, mtime, xattrs, sha256 } = data.source;
+      Object.assign(entry, { mode, uid, gid, mtime });
+      if (xattrs) entry.xattrs = xattrs;
+      else delete entry.xattrs;
+      if (sha256 !== undefined) entry.sha256 = sha256;
       delete entry.linkTarget;
       promotedFor.set(`${entry.layer}:${original}`, entry.path);
     }
   }
 
-  /** The data each hardlink of a layer points at when the layer is applied: the target in
+  /** The file each hardlink of a layer points at when the layer is applied: the target in
    * the same layer, or else the file below it. */
-  private readonly linkData = new Map<string, { size: number; offset: number; dataLayer: number; sha256?: string }>();
+  private readonly linkData = new Map<string, { size: number; offset: number; dataLayer: number; source: TocFile }>();
 
   private recordLinkData(toc: Toc, layer: number): void {
     const own = new Map<string, TocFile>();
@@ -150,8 +158,8 @@ export class MergedView {
       const target = entry.linkTarget!;
       const inLayer = own.get(target);
       const below = inLayer ? undefined : this.byPath.get(target);
-      if (inLayer) this.linkData.set(`${layer}:${target}`, { size: inLayer.size, offset: inLayer.offset ?? 0, dataLayer: layer, sha256: inLayer.sha256 });
-      else if (below?.type === "file") this.linkData.set(`${layer}:${target}`, { size: below.size, offset: below.offset ?? 0, dataLayer: below.dataLayer ?? below.layer, sha256: below.sha256 });
+      if (inLayer) this.linkData.set(`${layer}:${target}`, { size: inLayer.size, offset: inLayer.offset ?? 0, dataLayer: layer, source: inLayer });
+      else if (below?.type === "file") this.linkData.set(`${layer}:${target}`, { size: below.size, offset: below.offset ?? 0, dataLayer: below.dataLayer ?? below.layer, source: below });
     }
   }
 }

@@ -19,6 +19,7 @@
 // or more (mkfs.xfs's minimum; planXfsBytes never plans less).
 
 import { rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { decodeName, encodeName, hostPath } from "../../formats/names.js";
 import { hardlinkTarget } from "./entries.js";
 import { roundUp } from "./layout.js";
 import { copyIntoImage } from "./sparse.js";
@@ -172,7 +173,7 @@ function writeProtofile(entries: readonly FileEntry[], tree: string, workDir: st
     const onDisk = join(tree, path);
     if (isToken(onDisk)) return onDisk;
     const alias = join(workDir, `xfs-content-${aliases++}`);
-    symlinkSync(onDisk, alias);
+    symlinkSync(hostPath(onDisk), alias);
     if (!isToken(alias)) throw new Error(`xfs: the work directory '${workDir}' has blanks in its path, which a protofile can't name`);
     return alias;
   };
@@ -221,7 +222,7 @@ function writeProtofile(entries: readonly FileEntry[], tree: string, workDir: st
   emit("", 1);
   lines.push("$", "");
   const path = join(workDir, "xfs.proto");
-  writeFileSync(path, lines.join("\n"));
+  writeFileSync(path, encodeName(lines.join("\n"))); // names as their bytes
   return { path, hardlinks };
 }
 
@@ -231,9 +232,13 @@ function modeString(entry: FileEntry): string {
   return `${type}${entry.mode & 0o4000 ? "u" : "-"}${entry.mode & 0o2000 ? "g" : "-"}${(entry.mode & 0o777).toString(8).padStart(3, "0")}`;
 }
 
-/** A protofile token: anything without the blanks that separate tokens. */
+/**
+ * A protofile token: anything without the blanks that separate tokens. mkfs.xfs splits at
+ * isspace(3), which is also \v, \f and \r: a name holding one of those could otherwise say
+ * "this file's content is /etc/shadow".
+ */
 function isToken(text: string): boolean {
-  return text.length > 0 && !/[ \t\n]/.test(text);
+  return text.length > 0 && !/[ \t\n\v\f\r]/.test(text);
 }
 
 interface InodeMap {
@@ -253,7 +258,7 @@ class XfsDb {
   async run(commands: readonly string[], options: { check?: "writes" } = {}): Promise<string[]> {
     const result = await this.exec("xfs_db", ["-x", this.file], { input: `${commands.join("\n")}\n`, env: { LC_ALL: "C", TZ: "UTC" } });
     // (echo ends its line with a blank)
-    const lines = result.stdout.toString("utf8").split("\n").map((line) => line.trimEnd()).filter((line) => line !== "");
+    const lines = decodeName(result.stdout).split("\n").map((line) => line.trimEnd()).filter((line) => line !== "");
     if (options.check === "writes") {
       // Successful writes echo "field = value"; anything else is xfs_db saying what failed.
       const failure = lines.find((line) => !/^[\w.[\]]+ = /.test(line));

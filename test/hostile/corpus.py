@@ -22,6 +22,7 @@ class Corpus:
     def __init__(self, path):
         self.tar = tarfile.open(path, "w", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
         self.manifest = []
+        self.known = set()
 
     def add(self, name, kind="file", data=b"", link=b"", mode=None, uid=0, gid=0, mtime=SDE - 100, major=0, minor=0, xattrs=None, expect=True):
         info = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
@@ -43,13 +44,13 @@ class Corpus:
             self.tar.addfile(info)
         if expect:
             # Parents the archive leaves out are made by the importer: root's, 0755.
-            known = {entry["path"] for entry in self.manifest}
             parts = name.split(b"/")
             for depth in range(1, len(parts)):
                 parent = b"/".join(parts[:depth])
-                if parent.hex() not in known:
+                if parent not in self.known:
                     self.manifest.append({"path": parent.hex(), "type": "dir", "mode": 0o755, "uid": 0, "gid": 0, "mtime": SDE, "sha256": None, "link": None, "device": None, "xattrs": {}})
-                    known.add(parent.hex())
+                    self.known.add(parent)
+            self.known.add(name)
             self.manifest.append({
                 "path": name.hex(), "type": kind, "mode": info.mode & 0o7777, "uid": uid, "gid": gid,
                 "mtime": min(mtime, SDE), "sha256": hashlib.sha256(data).hexdigest() if kind == "file" else None,
@@ -130,6 +131,16 @@ def longest(out, manifest):
     c.close(manifest)
 
 
+def protofile(out, manifest, hostfile):
+    """Names without spaces or tabs that mkfs.xfs's protofile reader would still split
+    (it splits at isspace: \\v, \\f, \\r too), spelling "my content is the host's file"."""
+    c = Corpus(out)
+    c.add(b"sbin", "dir")
+    c.add(b"sbin/init", data=b"#!/bin/sh\n", mode=0o755)
+    c.add(b"x\v----644\v0\v0\v" + hostfile.encode(), data=b"innocent")
+    c.close(manifest)
+
+
 def big(out, manifest, count):
     c = Corpus(out)
     c.add(b"many", "dir")
@@ -146,19 +157,19 @@ def layers(prefix, manifest):
     one = Corpus(prefix + "-1.tar")
     one.add(b"data", "dir")
     one.add(b"data/original", data=b"shared bytes\n", mode=0o640, uid=5, gid=6)
-    one.add(b"data/alias\nname", "hard", link=b"data/original")
+    one.add(b"data/alias\xffname", "hard", link=b"data/original")
     one.add(b"data/other", "hard", link=b"data/original")
     one.close()
     two = Corpus(prefix + "-2.tar")
     two.add(b"data/.wh.original", data=b"", expect=False)
     two.close()
     three = Corpus(prefix + "-3.tar")
-    three.add(b"data/third", "hard", link=b"data/alias\nname", expect=False)
+    three.add(b"data/third", "hard", link=b"data/alias\xffname", expect=False)
     three.close()
     with open(manifest, "w") as out:
         json.dump([
             {"path": b"data".hex(), "type": "dir", "mode": 0o755, "uid": 0, "gid": 0, "mtime": SDE - 100, "sha256": None, "link": None, "device": None, "xattrs": {}},
-            *({"path": p.hex(), "type": "file", "mode": 0o640, "uid": 5, "gid": 6, "mtime": SDE - 100, "sha256": hashlib.sha256(b"shared bytes\n").hexdigest(), "link": None, "device": None, "xattrs": {}, "group": "shared"} for p in (b"data/alias\nname", b"data/other", b"data/third")),
+            *({"path": p.hex(), "type": "file", "mode": 0o640, "uid": 5, "gid": 6, "mtime": SDE - 100, "sha256": hashlib.sha256(b"shared bytes\n").hexdigest(), "link": None, "device": None, "xattrs": {}, "group": "shared"} for p in (b"data/alias\xffname", b"data/other", b"data/third")),
         ], out, indent=1)
 
 
@@ -231,6 +242,8 @@ if __name__ == "__main__":
     command = sys.argv[1]
     if command == "legal":
         legal(*sys.argv[2:6])
+    elif command == "protofile":
+        protofile(*sys.argv[2:5])
     elif command == "longest":
         longest(sys.argv[2], sys.argv[3])
     elif command == "big":

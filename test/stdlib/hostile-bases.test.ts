@@ -197,7 +197,7 @@ function expectExact(out: string, manifest: string, outcomes: Record<string, { s
 
 describe.runIf(isRoot)("a hostile base", () => {
   for (const source of ["tarball", "image"] as const) {
-    it(`from a ${source}: every legal name, link, device, owner and xattr comes out exactly from every packer, the same as root and as nobody, and nothing of the host gets in`, async () => {
+    it(`from ${source === "image" ? "an image" : "a tarball"}: every legal name, link, device, owner and xattr comes out exactly from every packer, the same as root and as nobody, and nothing of the host gets in`, async () => {
       const dir = join(work, `legal-${source}`);
       mkdirSync(dir);
       const manifest = join(dir, "manifest.json");
@@ -295,6 +295,19 @@ describe.runIf(isRoot)("a hostile base", () => {
     const image = join(asRoot, "out/mbr");
     expect(check("ext4", `${image}?offset=${partitions(image)[0]!.offset}`, join(dir, "manifest.json"), "--ignore", "lost+found")).toBe("exit=0");
     expect(outcomes.erofs?.error).toMatch(/erofs: mkfs.erofs 1.5 can't write the name of 'n{255}' \(255 bytes; it takes up to 254\): rename it, or use ext4/);
+  }, 600_000);
+
+  it("never lets a name split into protofile tokens (\\v, \\f and \\r are blanks to mkfs.xfs): xfs refuses it by name, the others pack it", async () => {
+    const dir = join(work, "protofile");
+    mkdirSync(dir);
+    corpus("protofile", join(dir, "protofile.tar"), join(dir, "manifest.json"), hostFile);
+    const asRoot = project("protofile-root", 0, join(dir, "protofile.tar"));
+    const outcomes = stepOutcomes(await build(asRoot, "tarball:./base.tar"));
+    expect(outcomes.xfs?.error).toMatch(/xfs: 'x\v----644\v0\v0\v' can't be put in an xfs protofile/);
+    for (const target of ["initrd", "mbr", "erofs"]) expect(outcomes[target], `${target}: ${outcomes[target]?.error}`).toMatchObject({ status: "built" });
+    const image = join(asRoot, "out/mbr");
+    expect(check("ext4", `${image}?offset=${partitions(image)[0]!.offset}`, join(dir, "manifest.json"), "--ignore", "lost+found")).toBe("exit=0");
+    expectNothingOfTheHost(join(asRoot, "out"));
   }, 600_000);
 
   it("packs a layer of 100,000 entries with every packer", async () => {
