@@ -35,9 +35,9 @@ export const addKernelModules = defineStep({
   async run(options: AddKernelModulesOptions, ctx) {
     const source = modulesDirectory(options.from, options.kernelVersion, ctx.fail);
     const tree = await ctx.tree();
-    // Resolved inside the tree (lib → usr/lib), then replaced as a whole: whatever the base
-    // had there, symlinks pointing anywhere included, is never written through.
-    const target = tree.path(`lib/modules/${options.kernelVersion}`);
+    // Its parents resolved inside the tree (lib → usr/lib), then replaced as a whole: whatever
+    // the base had there, a symlink pointing anywhere included, is never written through.
+    const target = tree.path(`lib/modules/${options.kernelVersion}`, { followSymlink: false });
     rmSync(target, { recursive: true, force: true });
     mkdirSync(dirname(target), { recursive: true });
     if (options.modules === undefined) {

@@ -76,7 +76,10 @@ export const fetchBase = defineStep({
   tools: (options: FetchBaseOptions) => {
     if (options.directory !== undefined) return [{ command: "cp", package: "coreutils" }];
     if (options.distro !== undefined && options.image === undefined && findDistro(options.distro)?.bootstrap.kind === "mmdebstrap") {
-      return [{ command: "mmdebstrap", package: "mmdebstrap" }];
+      return [
+        { command: "mmdebstrap", package: "mmdebstrap" },
+        { command: "unshare", package: "util-linux" },
+      ];
     }
     return [];
   },
@@ -174,8 +177,10 @@ async function mmdebstrap(
   try {
     if (asRoot) {
       // As root, mmdebstrap writes straight into the tree: no tar to write, read and unpack.
+      // It mounts /proc, /sys and /dev into the tree while it runs: in a mount namespace of
+      // its own, so that a build killed meanwhile leaves no mount on the host.
       const tree = await ctx.tree();
-      await ctx.exec("mmdebstrap", [...args, "--format=directory", release, tree.root, ...mirrors], { env, stdout: "log" });
+      await ctx.exec("unshare", ["--mount", "--propagation", "private", "--", "mmdebstrap", ...args, "--format=directory", release, tree.root, ...mirrors], { env, stdout: "log" });
       finishBase(tree, distro, facts);
       return;
     }

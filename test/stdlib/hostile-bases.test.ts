@@ -240,6 +240,28 @@ describe.runIf(isRoot)("a hostile base", () => {
     for (const target of PACKERS) expect(sha256(join(asNobody, "out", target)), `${target} without root (${nobodyOutcomes[target]?.error})`).toBe(sha256(join(asRoot, "out", target)));
   }, 600_000);
 
+  it("never reuses an initrd part whose file data comes from a lower layer that changed (a promoted hardlink)", async () => {
+    const dir = join(work, "promoted");
+    mkdirSync(dir);
+    // Layer 1: a file; layer 2: a link to it; layer 3: the file whited out, so the link holds
+    // the data. Two images differ only in the file's bytes (same size, same time).
+    const layerTar = (name: string, script: string): string => {
+      sh(`python3 -c 'import io, tarfile, sys\nt = tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT)\n${script}\nt.close()' ${name}`, dir);
+      return join(dir, name);
+    };
+    const file = (content: string): string => `i = tarfile.TarInfo("data"); i.size = ${content.length}; i.mtime = 1000; t.addfile(i, io.BytesIO(b"${content}"))`;
+    const link = layerTar("link.tar", `i = tarfile.TarInfo("alias"); i.type = tarfile.LNKTYPE; i.linkname = "data"; i.mtime = 1000; t.addfile(i)`);
+    const whiteout = layerTar("whiteout.tar", `i = tarfile.TarInfo(".wh.data"); t.addfile(i, io.BytesIO(b""))`);
+    const references = [];
+    for (const content of ["first-bytes", "other-bytes"]) references.push(await pushImage(`promoted/${content}`, [layerTar(`${content}.tar`, file(content)), link, whiteout]));
+    const home = project("promoted-root", 0, link);
+    for (const [index, reference] of references.entries()) {
+      const outcomes = stepOutcomes(await build(home, `image:${reference}`));
+      expect(outcomes.initrd?.status).toBe("built");
+      expect(sh(`zcat ${join(home, "out/initrd")} | cpio -i --quiet --to-stdout alias`)).toBe(["first-bytes", "other-bytes"][index]);
+    }
+  }, 300_000);
+
   const refused: Array<[string, RegExp]> = [
     ["dotdot", /archive entry '\.\.\/escaped' has the path '\.\.\/escaped', which leaves the tree/],
     ["absolute", /archive entry '\/.*\/sentinel\/absolute' has the absolute path/],

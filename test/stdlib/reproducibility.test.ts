@@ -2,7 +2,7 @@
 // first difference named in the artifact's own terms when a step is not deterministic.
 
 import { describe, expect, it } from "vitest";
-import { osbuild, tempDir, writeFiles } from "../helpers.js";
+import { osbuild, sh, tempDir, writeFiles } from "../helpers.js";
 
 const config = (stamp: string, sourceDate = "  sourceDateEpoch: 1735689600,\n"): string => `import { writeFileSync } from "node:fs";
 import { defineConfig, defineStep, fetchBase, mkCpio, mkExt4 } from "osbuild";
@@ -56,5 +56,23 @@ describe("osbuild verify-reproducible", () => {
     // The image's ids derive from the rootfs, so the report points back at it.
     expect(result.stdout).toMatch(/image: DIFFERS: partition table: disk signature [0-9a-f]{8} vs [0-9a-f]{8}; the ids osbuild derives from the rootfs differ, so the rootfs itself differs/);
     expect(result.stdout).toContain("not reproducible: 5 of 5 target(s) differ");
+  });
+
+  it("gives one image for one cache key: options written in another order make the same ids", async () => {
+    const images = await Promise.all(
+      [`{ daxHeader: false, alignMiB: 1, partitionTable: "gpt" }`, `{ partitionTable: "gpt", alignMiB: 1, daxHeader: false }`].map(async (options) => {
+        const dir = tempDir("same-key");
+        writeFiles(dir, {
+          "osbuild.config.ts": `import { defineConfig, fetchBase, mkExt4 } from "osbuild";\nexport default defineConfig({ sourceDateEpoch: 1735689600, targets: () => ({ image: mkExt4(fetchBase({ directory: "./tree" }), ${options}) }) });\n`,
+          "tree/etc/hostname": "guest\n",
+        });
+        const result = await osbuild(["run", "--json", "--cache-dir", `${dir}/cache`], { cwd: dir });
+        expect(result.code, result.stderr).toBe(0);
+        const step = result.events.find((event) => event.type === "step" && event.id === "mk-ext4");
+        return { key: step?.key, sha256: sh("sha256sum < out/image", dir) };
+      }),
+    );
+    expect(images[1]!.key).toBe(images[0]!.key);
+    expect(images[1]!.sha256).toBe(images[0]!.sha256);
   });
 });

@@ -2,7 +2,7 @@
 // tarball, provision's policy, hooks, tarballs and confidential fstab, osbuilder's checks
 // before packing, and cache ls / prune.
 
-import { copyFileSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, readFileSync, readdirSync, readlinkSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { AGENT, failure, isRoot, osbuild, type RunResult, sh, statuses, tempDir, unpackOciLayout, writeFiles } from "../helpers.js";
@@ -161,4 +161,25 @@ export default defineConfig(() => ({ initrd: mkCpio(fetchBase({ directory: "./tr
     const all = await osbuild(["cache", "prune", "--all", "--cache-dir", cache], { cwd: dir });
     expect(all.stdout).toContain(`emptied ${cache}`);
   });
+
+  it.runIf(existsSync("/lib/modules"))("addKernelModules never writes through what the base has at lib/modules/<version> (a symlink to anywhere on the host)", async () => {
+    const kernelVersion = readdirSync("/lib/modules").find((name) => existsSync(join("/lib/modules", name, "modules.dep")))!;
+    const sentinel = tempDir("modules-sentinel");
+    chmodSync(sentinel, 0o777);
+    const dir = busyboxProject(`import { addKernelModules, defineConfig, fetchBase } from "osbuild";
+export default defineConfig(() => ({
+  subset: addKernelModules(fetchBase({ directory: "./tree" }), { from: "/lib/modules", kernelVersion: "${kernelVersion}", modules: ["virtio_blk"] }),
+  all: addKernelModules(fetchBase({ directory: "./tree" }), { from: "/lib/modules", kernelVersion: "${kernelVersion}" }),
+}));
+`);
+    sh(`mkdir -p tree/lib/modules && ln -s ${sentinel} tree/lib/modules/${kernelVersion}`, dir);
+    const result = await run(dir);
+    expect(result.code, result.stdout).toBe(0);
+    expect(readdirSync(sentinel)).toEqual([]);
+    for (const target of ["subset", "all"]) {
+      const tree = unpackOciLayout(join(dir, "out", target));
+      expect(statSync(join(tree, "lib/modules", kernelVersion)).isDirectory()).toBe(true);
+      expect(existsSync(join(tree, "lib/modules", kernelVersion, "kernel/drivers/block/virtio_blk.ko"))).toBe(true);
+    }
+  }, 300_000);
 });
