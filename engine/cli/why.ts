@@ -80,8 +80,8 @@ function describeOrigin(origin: Origin, displayPath: (path: string) => string): 
       const source = origin.source && (origin.source.name !== origin.name || origin.source.version !== origin.version) ? `, from source ${origin.source.name} ${origin.source.version}` : "";
       const what = `package ${origin.name} ${origin.version}${origin.architecture ? ` (${origin.architecture})` : ""}${source}`;
       if (origin.inDirectory !== undefined) return `${what}: made by its install scripts, in /${origin.inDirectory}, a directory only it has (the ${origin.database} database lists no file here)`;
-      const shared = origin.alsoListedBy ? ` (a directory ${origin.alsoListedBy} other package${origin.alsoListedBy > 1 ? "s" : ""} list too)` : "";
-      return `${what}, as the ${origin.database} database records it${shared}`;
+      const shared = origin.alsoListedBy ? ` and ${origin.alsoListedBy} other package${origin.alsoListedBy > 1 ? "s" : ""}` : "";
+      return `${what}${shared}, as the ${origin.database} database records it`;
     }
     case "component":
       return `component ${origin.name}, version ${origin.version}${origin.digests?.sha256 ? ` (sha256 ${origin.digests.sha256})` : ""}`;

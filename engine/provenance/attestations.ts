@@ -4,7 +4,7 @@
 // so that an old SBOM never sits beside a new image.
 
 import { createHash } from "node:crypto";
-import { rmSync, writeFileSync } from "node:fs";
+import { renameSync, rmSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { neededSteps, type ActionRecord, type BuildContext, type PreparedStep, type StoredArtifact } from "../build.js";
 import type { EventSink } from "../events.js";
@@ -12,7 +12,7 @@ import type { BuildGraph } from "../graph.js";
 import { RootfsInputImpl } from "../inputs.js";
 import { canonicalJson, sha256Hex } from "../key.js";
 import { ociDocuments, statKey } from "../outputs.js";
-import { hexOf, readMemoFile, replaceFileSync, writeMemoFile } from "../store.js";
+import { hexOf, ownedName, readMemoFile, writeMemoFile } from "../store.js";
 import type { Attestations } from "../types.js";
 import { OSBUILD_VERSION } from "../version.js";
 import { lineageOf, type Lineage } from "./lineage.js";
@@ -127,7 +127,14 @@ export async function writeAttestations(
       }
       const value = await document.make();
       if (value === undefined) continue;
-      replaceFileSync(path, (temp) => writeFileSync(temp, `${JSON.stringify(value, null, 2)}\n`));
+      // Under a name the next build removes if this one is killed half-way (as outputs are written).
+      const temp = join(outDir, `.${ownedName("out")}`);
+      try {
+        writeFileSync(temp, `${JSON.stringify(value, null, 2)}\n`);
+        renameSync(temp, path);
+      } finally {
+        rmSync(temp, { force: true });
+      }
       state[path] = { key, stat: statKey(path) };
       changed = true;
       paths[document.kind] = path;

@@ -126,8 +126,9 @@ async function originsOf(
   }
   if (host) origins.push({ type: "host-file", option: host.option, hostPath: host.hostPath, via: host.kind, ...hostSha256(host, path) });
 
-  // A package installed the path when it first appears, or when the package changed there (an upgrade).
-  if (!host) {
+  // A package installed the path when it first appears, or when the package changed there (an
+  // upgrade); from a host archive too, when that was a root filesystem with its database.
+  {
     const listed = owners.atOrAbove(position, path);
     const before = owners.below(position, path);
     const upgraded = before !== undefined && listed.some((owner) => !before.some((earlier) => earlier.component.name === owner.component.name && earlier.component.version === owner.component.version));
