@@ -21,7 +21,7 @@ const METADATA = ["modules.order", "modules.builtin", "modules.builtin.modinfo"]
 
 export const addKernelModules = defineStep({
   kind: "add-kernel-modules",
-  version: 2,
+  version: 3,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["from"],

@@ -72,7 +72,7 @@ export type FetchBaseOptions = DistroBase | ImageBase | DirectoryBase | TarballB
 
 export const fetchBase = defineStep({
   kind: "fetch-base",
-  version: 5,
+  version: 6,
   inputs: [],
   output: "rootfs",
   hostPaths: ["directory", "tarball"],

@@ -30,7 +30,7 @@ export interface InstallAgentOptions {
 
 export const installAgent = defineStep({
   kind: "install-agent",
-  version: 4,
+  version: 5,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["binary", "tarball"],

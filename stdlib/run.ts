@@ -21,7 +21,7 @@ export interface RunOptions {
 
 export const run = defineStep({
   kind: "run",
-  version: 2,
+  version: 3,
   inputs: ["rootfs"],
   output: "rootfs",
   tools: [

@@ -79,7 +79,7 @@ export async function pathHistory(lineage: Lineage, layers: Layers, requested: s
     const position = lineage.chain.findIndex((step) => step.layers.includes(index));
     const step = lineage.chain[position]!;
     // The content as this layer left it, to tell a copy of a host directory's file from one the step rewrote.
-    const contentSha256 = async (): Promise<string | undefined> => (state?.type === "file" ? sha256Hex(await new RootfsInputImpl(rootfsOf(rootfs.layers.slice(0, index + 1)), layers).readFile(path)) : undefined);
+    const contentSha256 = async (): Promise<string | undefined> => (state?.type === "file" ? (state.sha256 ?? sha256Hex(await new RootfsInputImpl(rootfsOf(rootfs.layers.slice(0, index + 1)), layers).readFile(path))) : undefined);
     const origins = change === "removed" ? [] : await originsOf(step, position, owners, path, change, rootfs.layers[index]!.digest, contentSha256);
     events.push({ layer: index, layerDigest: rootfs.layers[index]!.digest, step, change, origins });
   }
@@ -88,7 +88,7 @@ export async function pathHistory(lineage: Lineage, layers: Layers, requested: s
   let final: FinalEntry | undefined;
   if (entry) {
     final = { type: entry.type, mode: entry.mode, uid: entry.uid, gid: entry.gid, size: entry.size, ...(entry.linkTarget !== undefined ? { linkTarget: entry.linkTarget } : {}) };
-    if (entry.type === "file") final.sha256 = sha256Hex(await new RootfsInputImpl(rootfs, layers).readFile(path));
+    if (entry.type === "file") final.sha256 = entry.sha256 ?? sha256Hex(await new RootfsInputImpl(rootfs, layers).readFile(path));
   }
   return { path, events, ...(final ? { final } : {}) };
 }

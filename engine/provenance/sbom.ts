@@ -136,7 +136,7 @@ async function hostFiles(input: SbomInput): Promise<SpdxFile[]> {
         const entry = input.view.get(path);
         if (entry?.type !== "file" || !step.layers.includes(entry.layer)) continue;
         // A host directory's file is listed as such only while it is a copy (depmod rewrites modules.dep).
-        if (record.kind === "directory" && hostSha256 !== undefined && (await input.fileDigests(path)).sha256 !== hostSha256) continue;
+        if (record.kind === "directory" && hostSha256 !== undefined && (entry.sha256 ?? (await input.fileDigests(path)).sha256) !== hostSha256) continue;
         byPath.set(path, { step, record, hostPath, ...(hostSha256 ? { hostSha256 } : {}) });
       }
     }
