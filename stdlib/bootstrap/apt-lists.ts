@@ -58,7 +58,8 @@ export function readAptLists(listsDir: string, mirrorLines: readonly string[], d
     for (const component of mirror.components) {
       for (const arch of [debianArch, "all"]) {
         const packagesPath = join(listsDir, aptListName(`${mirror.uri}/dists/${mirror.suite}/${component}/binary-${arch}/Packages`));
-        if (existsSync(packagesPath)) readPackagesIndex(readFileSync(packagesPath, "utf8"), mirror.uri, wanted, reading.downloads);
+        // latin1: the fields read here are ASCII, and it decodes 50 MB faster than UTF-8.
+        if (existsSync(packagesPath)) readPackagesIndex(readFileSync(packagesPath, "latin1"), mirror.uri, wanted, reading.downloads);
       }
     }
   }
@@ -67,7 +68,16 @@ export function readAptLists(listsDir: string, mirrorLines: readonly string[], d
 
 /** The entries of a Packages index for the `wanted` packages: their pool URL and sha256. */
 function readPackagesIndex(index: string, uri: string, wanted: ReadonlySet<string>, downloads: AptListsReading["downloads"]): void {
-  for (const block of index.split("\n\n")) {
+  // A Packages file is ~50 MB: each block's name is read where apt puts it (its first line),
+  // and only the blocks of installed packages are parsed.
+  for (let start = 0; start < index.length; ) {
+    let end = index.indexOf("\n\n", start);
+    if (end < 0) end = index.length;
+    const lineEnd = index.indexOf("\n", start);
+    const first = index.slice(start, lineEnd < 0 || lineEnd > end ? end : lineEnd);
+    const block = first.startsWith("Package: ") && !wanted.has(first.slice(9).trim()) ? undefined : index.slice(start, end);
+    start = end + 2;
+    if (block === undefined) continue;
     const name = /^Package: (\S+)$/m.exec(block)?.[1];
     if (name === undefined || !wanted.has(name)) continue;
     const field = (key: string): string | undefined => new RegExp(`^${key}: (\\S+)$`, "m").exec(block)?.[1];
