@@ -43,7 +43,8 @@ export async function whyCommand(config: LoadedConfig, requested: string, path: 
     process.stdout.write(`${JSON.stringify(asJson(requested, path, history, packedBy, lineage.rootfs, displayPath))}\n`);
     return 0;
   }
-  const out = (line: string): boolean => process.stdout.write(`${line}\n`);
+  // Names, link targets and commands come from the base: no control character reaches the terminal.
+  const out = (line: string): boolean => process.stdout.write(`${printable(line)}\n`);
   const from = packedBy ? `: packed by ${describeStep(packedBy)} from the rootfs of step ${lineage.rootfs.stepId}` : "";
   const asked = `/${path.replace(/^\/+/, "")}`;
   out(`${asked}${asked === `/${history.path}` ? "" : ` (/${history.path})`} in ${requested}${from}`);
@@ -129,4 +130,8 @@ function asJson(target: string, requested: string, history: PathHistory, packedB
     })),
     final: history.final ? { ...history.final, mode: octal(history.final.mode) } : null,
   };
+}
+
+function printable(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }

@@ -27,7 +27,8 @@ export function readApkDatabase(tree: Tree, vendor: string, distro: string | und
       } else if (/^[A-Za-z]:$/.test(key) && !fields.has(key[0]!)) fields.set(key[0]!, value);
     }
     const name = fields.get("P");
-    if (!name) continue;
+    // apk's package names; anything else in a base's database is not a package to list
+    if (!name || !/^[A-Za-z0-9_][A-Za-z0-9_.+-]*$/.test(name)) continue;
     const version = fields.get("V") ?? "";
     const architecture = fields.get("A") ?? "";
     const qualifiers = [architecture ? `arch=${encodeURIComponent(architecture)}` : "", distro ? `distro=${encodeURIComponent(distro)}` : ""].filter(Boolean).join("&");
