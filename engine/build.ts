@@ -16,8 +16,9 @@ import { StepRunner } from "./step-runner.js";
 import { Store, markInUse, removeLeftovers } from "./store.js";
 import { haveAttrTools } from "./layers/host-metadata.js";
 import { MissingToolError, ToolVersions } from "./tools.js";
-import type { Arch, ToolSpec } from "./types.js";
+import type { Arch, Attestations, ToolSpec } from "./types.js";
 import { writeTargets } from "./outputs.js";
+import { writeAttestations, type AttestSettings } from "./provenance/attestations.js";
 
 export type StoredArtifact = { kind: "rootfs"; digest: Digest; layers: LayerRef[] } | { kind: "blob"; digest: Digest; size: number };
 
@@ -30,11 +31,14 @@ export interface ActionRecord {
   createdAt: string;
   ms: number;
   outputs: Record<string, StoredArtifact>;
+  /** What the step told of where its result came from (provenance/record.ts), when it told anything. */
+  provenance?: Digest;
 }
 
-/** Every piece of content a step result refers to: its blobs, its layers and their TOCs. */
-export function contentOf(record: Pick<ActionRecord, "outputs">): Digest[] {
-  return Object.values(record.outputs).flatMap((output) => (output.kind === "rootfs" ? output.layers.flatMap((layer) => [layer.digest, layer.toc]) : [output.digest]));
+/** Every piece of content a step result refers to: its blobs, its layers and their TOCs, its provenance. */
+export function contentOf(record: Pick<ActionRecord, "outputs" | "provenance">): Digest[] {
+  const content = Object.values(record.outputs).flatMap((output) => (output.kind === "rootfs" ? output.layers.flatMap((layer) => [layer.digest, layer.toc]) : [output.digest]));
+  return record.provenance ? [...content, record.provenance] : content;
 }
 
 export interface HistoryRecord {
@@ -58,11 +62,14 @@ export interface BuildSettings {
   keepGoing: boolean;
   /** Print step logs as they come. */
   verbose: boolean;
+  /** Write SBOMs and provenance beside the outputs (undefined: neither, as for a command's own artifacts). */
+  attest?: AttestSettings;
 }
 
 export interface BuildResult {
   ok: boolean;
   outputs: Record<string, string>;
+  attestations: Record<string, Attestations>;
   /** Exit status per the contract: 0 ok, 1 a step failed. */
   exitCode: 0 | 1;
 }
@@ -248,7 +255,7 @@ export class Build {
       this.context.saveMemos();
       this.context.releaseCache();
       this.emit({ type: "done", ok: false, outputs: {}, error: `${preflightErrors.length} step(s) cannot start` });
-      return { ok: false, outputs: {}, exitCode: 1 };
+      return { ok: false, outputs: {}, attestations: {}, exitCode: 1 };
     }
 
     // Corrupt content found while building or writing outputs is removed and the build run
@@ -261,7 +268,7 @@ export class Build {
       const outcomes = await this.runOnce(prepared, needed);
       const last = attempt === 3;
       if (this.corrupt.size === 0 || last) {
-        result = await this.finish(outcomes, targets);
+        result = await this.finish(outcomes, targets, prepared);
         if (this.corrupt.size === 0 || last) break;
       }
       await this.heal(outcomes);
@@ -319,9 +326,9 @@ export class Build {
       }
       this.emit({ type: "step-start", id: step.id, kind, key });
       const runner = new StepRunner(this.context, prepared, inputs, key, this.emit, this.takesInputTree(step));
-      const outputs = await runner.run();
+      const { outputs, provenance } = await runner.run();
       const ms = Math.round(performance.now() - started);
-      const record: ActionRecord = { schema: 1, key, kind, stepId: step.id, preimage, createdAt: new Date().toISOString(), ms, outputs };
+      const record: ActionRecord = { schema: 1, key, kind, stepId: step.id, preimage, createdAt: new Date().toISOString(), ms, outputs, ...(provenance ? { provenance } : {}) };
       await this.context.store.putJson(`osbuild:action:${key}`, record, { stepId: step.id, kind });
       await this.recordHistory(step.id, history);
       this.emit({ type: "step", id: step.id, kind, status: "built", key, ms });
@@ -375,7 +382,7 @@ export class Build {
     this.emit({ type: "warning", message: `rebuilding after dropping ${this.corrupt.size} corrupted cache entr${this.corrupt.size === 1 ? "y" : "ies"}` });
   }
 
-  private async finish(outcomes: Map<string, StepOutcome>, targets: BuildGraph["targets"]): Promise<BuildResult> {
+  private async finish(outcomes: Map<string, StepOutcome>, targets: BuildGraph["targets"], prepared: ReadonlyMap<string, PreparedStep>): Promise<BuildResult> {
     const failed = [...outcomes.values()].some((outcome) => outcome.status === "failed" || outcome.status === "skipped");
     const available = new Map<string, StoredArtifact>();
     for (const [name, edge] of targets) {
@@ -390,9 +397,20 @@ export class Build {
         this.corrupt.add(error.digest);
       }
       this.emit({ type: "warning", message: `could not write the outputs: ${errorMessage(error)}` });
-      return { ok: false, outputs, exitCode: 1 };
+      return { ok: false, outputs, attestations: {}, exitCode: 1 };
     }
-    return { ok: !failed, outputs, exitCode: failed ? 1 : 0 };
+    let attestations: Record<string, Attestations> = {};
+    if (this.settings.attest) {
+      const results = new Map([...outcomes].map(([id, outcome]) => [id, outcome.record]));
+      try {
+        attestations = await writeAttestations(this.context, this.graph, results, prepared, available, this.settings.attest, this.emit);
+      } catch (error) {
+        if (error instanceof CorruptContentError) this.corrupt.add(error.digest);
+        this.emit({ type: "warning", message: `could not write the SBOMs and provenance: ${errorMessage(error)}` });
+        return { ok: false, outputs, attestations, exitCode: 1 };
+      }
+    }
+    return { ok: !failed, outputs, attestations, exitCode: failed ? 1 : 0 };
   }
 }
 

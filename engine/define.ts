@@ -150,6 +150,8 @@ export interface ConfigDefinition {
   readonly params: ParamSpecs;
   readonly sourceDateEpoch: number | undefined;
   readonly arch: Arch | undefined;
+  readonly sbom: boolean | undefined;
+  readonly provenance: boolean | undefined;
   readonly targets: (params: Record<string, unknown>) => Targets;
   readonly location: SourceLocation | undefined;
 }
@@ -162,6 +164,8 @@ export function defineConfig<const P extends ParamSpecs = {}>(config: ConfigOpti
     params: (options as ConfigOptions<P>).params ?? {},
     sourceDateEpoch: (options as ConfigOptions<P>).sourceDateEpoch,
     arch: (options as ConfigOptions<P>).arch,
+    sbom: (options as ConfigOptions<P>).sbom,
+    provenance: (options as ConfigOptions<P>).provenance,
     targets: options.targets as (params: Record<string, unknown>) => Targets,
     location: callerLocation(),
   };
@@ -222,7 +226,8 @@ function isUserFileInsidePackage(file: string): boolean {
   return !/^(dist\/)?(engine|stdlib|formats)\//.test(relative) && !/^(dist\/)?index\.[jt]s$/.test(relative);
 }
 
-function camelCase(kind: string): string {
+/** The name of a step's function: "install-agent" → "installAgent". */
+export function camelCase(kind: string): string {
   return kind.replace(/-([a-z0-9])/g, (_, letter: string) => letter.toUpperCase());
 }
 

@@ -59,6 +59,14 @@ export interface OutputEvent {
   written: boolean;
 }
 
+/** An SBOM or provenance statement written beside a target's output. */
+export interface AttestationEvent {
+  type: "attestation";
+  target: string;
+  kind: "sbom" | "provenance";
+  path: string;
+}
+
 export interface SummaryEvent {
   type: "summary";
   ms: number;
@@ -72,6 +80,6 @@ export interface DoneEvent {
   error?: string;
 }
 
-export type BuildEvent = PlanEvent | StepStartEvent | StepEvent | StepSkippedEvent | LogEvent | WarningEvent | OutputEvent | SummaryEvent | DoneEvent;
+export type BuildEvent = PlanEvent | StepStartEvent | StepEvent | StepSkippedEvent | LogEvent | WarningEvent | OutputEvent | AttestationEvent | SummaryEvent | DoneEvent;
 
 export type EventSink = (event: BuildEvent) => void;

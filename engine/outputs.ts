@@ -6,7 +6,7 @@ import { chmod, mkdir, open, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { MEDIA_TYPES, OCI_LAYOUT, imageConfig, imageIndex, imageManifest, type Descriptor } from "../formats/oci.js";
 import { isAllZero } from "../formats/io.js";
-import type { BuildContext, StoredArtifact } from "./build.js";
+import type { BuildContext, BuildSettings, StoredArtifact } from "./build.js";
 import type { EventSink } from "./events.js";
 import { CorruptContentError } from "./errors.js";
 import { sha256Hex } from "./key.js";
@@ -49,7 +49,8 @@ export async function writeTargets(context: BuildContext, targets: ReadonlyMap<s
   return written;
 }
 
-function statKey(path: string): string {
+/** What tells that a file in the output directory is still the one written (changed by no one since). */
+export function statKey(path: string): string {
   try {
     const stats = statSync(path);
     return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeMs}`;
@@ -111,27 +112,35 @@ async function linkOrCopy(context: BuildContext, digest: StoredArtifact["digest"
   if (verify && (await hashFile(target)) !== digest) throw new CorruptContentError(digest, "changed in the store");
 }
 
+type JsonBlob = Descriptor & { data: Buffer };
+
+/**
+ * The image config and manifest of a rootfs as its OCI layout holds them. The manifest's
+ * digest is what names the image (in a registry, and as the subject of its provenance).
+ */
+export function ociDocuments(settings: Pick<BuildSettings, "arch" | "sourceDateEpoch">, artifact: Extract<StoredArtifact, { kind: "rootfs" }>): { config: JsonBlob; manifest: JsonBlob } {
+  const blob = (mediaType: string, value: unknown): JsonBlob => {
+    const data = Buffer.from(JSON.stringify(value));
+    return { mediaType, digest: `sha256:${sha256Hex(data)}`, size: data.length, data };
+  };
+  const layers: Descriptor[] = artifact.layers.map((layer) => ({ mediaType: MEDIA_TYPES.layerTar, digest: layer.digest, size: layer.size }));
+  const config = blob(MEDIA_TYPES.config, imageConfig(settings.arch, artifact.layers.map((layer) => layer.digest), new Date(settings.sourceDateEpoch * 1000)));
+  const manifest = blob(MEDIA_TYPES.manifest, imageManifest({ mediaType: MEDIA_TYPES.config, digest: config.digest, size: config.size }, layers));
+  return { config, manifest };
+}
+
 /** A rootfs as an OCI image layout: `skopeo copy oci:out/NAME docker://...` pushes it. */
 async function writeOciLayout(context: BuildContext, artifact: Extract<StoredArtifact, { kind: "rootfs" }>, path: string): Promise<void> {
   const temp = join(path, "..", `.${ownedName("out")}`);
   const blobs = join(temp, "blobs", "sha256");
   try {
     await mkdir(blobs, { recursive: true });
-    const putJson = async (value: unknown): Promise<Descriptor & { data: Buffer }> => {
-      const data = Buffer.from(JSON.stringify(value));
-      const hex = sha256Hex(data);
-      await writeFile(join(blobs, hex), data);
-      return { mediaType: "", digest: `sha256:${hex}`, size: data.length, data };
-    };
-    const layers: Descriptor[] = [];
     for (const layer of artifact.layers) {
       const target = join(blobs, hexOf(layer.digest));
       if (!existsSync(target)) await linkOrCopy(context, layer.digest, target);
-      layers.push({ mediaType: MEDIA_TYPES.layerTar, digest: layer.digest, size: layer.size });
     }
-    const created = new Date(context.settings.sourceDateEpoch * 1000);
-    const config = await putJson(imageConfig(context.settings.arch, artifact.layers.map((layer) => layer.digest), created));
-    const manifest = await putJson(imageManifest({ mediaType: MEDIA_TYPES.config, digest: config.digest, size: config.size }, layers));
+    const { config, manifest } = ociDocuments(context.settings, artifact);
+    for (const document of [config, manifest]) await writeFile(join(blobs, hexOf(document.digest)), document.data);
     await writeFile(join(temp, "oci-layout"), JSON.stringify(OCI_LAYOUT));
     await writeFile(
       join(temp, "index.json"),

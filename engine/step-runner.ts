@@ -20,6 +20,8 @@ import { hashFile, ownedName } from "./store.js";
 import { machineArch } from "./config/load.js";
 import { toolEnvironment } from "./tool-environment.js";
 import type { BlobInput, ExecOptions, ExecResult, RootfsInput, Tree } from "./types.js";
+import { ProvenanceRecorder } from "./provenance/record.js";
+import type { Digest } from "./key.js";
 
 const STDERR_TAIL = 64 * 1024;
 
@@ -28,6 +30,8 @@ export class StepRunner {
   private readonly logPath: string;
   private log?: WriteStream;
   private readonly started = performance.now();
+  private tree?: StepTree;
+  private readonly provenance: ProvenanceRecorder;
 
   constructor(
     private readonly context: BuildContext,
@@ -42,9 +46,16 @@ export class StepRunner {
     const logDir = join(context.settings.cacheDir, "logs", context.scope);
     mkdirSync(logDir, { recursive: true });
     this.logPath = join(logDir, `${prepared.step.id}.log`);
+    this.provenance = new ProvenanceRecorder(prepared, (path) => (this.tree ? this.tree.layerPath(path) : path.split("/").filter((part) => part !== "" && part !== ".").join("/")));
   }
 
-  async run(): Promise<Record<string, StoredArtifact>> {
+  /** Runs the step; returns what it made and the digest of what it told of its provenance. */
+  async run(): Promise<{ outputs: Record<string, StoredArtifact>; provenance?: Digest }> {
+    const outputs = await this.runStep();
+    return { outputs, provenance: await this.provenance.save(this.context.store, this.key) };
+  }
+
+  private async runStep(): Promise<Record<string, StoredArtifact>> {
     const step = this.prepared.step;
     const spec = step.node.spec;
     mkdirSync(this.scratch, { recursive: true });
@@ -87,7 +98,9 @@ export class StepRunner {
           this.writeLog(`preparing the tree (${this.takeInputTree ? "moving" : "copying"} the input's)`);
           const baseline = await layers.scratchCopy(treeBase, root, { take: this.takeInputTree && appended.length === 0 });
           const overrides = emptyOverrides();
-          tree = { tree: new StepTree(root, overrides, this.context.asRoot, this.context.store.tmp, baseline), overrides };
+          const stepTree = new StepTree(root, overrides, this.context.asRoot, this.context.store.tmp, baseline, (archive, paths) => this.provenance.extracted(archive, paths));
+          this.tree = stepTree;
+          tree = { tree: stepTree, overrides };
         }
         return tree.tree;
       },
@@ -96,7 +109,9 @@ export class StepRunner {
         if (!existsSync(tarPath)) throw new StepFailure(`appendLayer: ${tarPath} does not exist`);
         const lower = rootfsOf([...base.layers, ...appended]);
         this.writeLog(`importing ${tarPath} as a layer`);
-        appended.push(await layers.importArchive(tarPath, { sourceDateEpoch: settings.sourceDateEpoch, lower, keepWhiteouts: lower.layers.length > 0 }));
+        const layer = await layers.importArchive(tarPath, { sourceDateEpoch: settings.sourceDateEpoch, lower, keepWhiteouts: lower.layers.length > 0 });
+        appended.push(layer);
+        this.provenance.appended(tarPath, layer.digest);
       },
     };
     await step.node.spec.run(this.prepared.options, ctx as never);
@@ -151,6 +166,7 @@ export class StepRunner {
         throw new StepFailure(message);
       },
       reuse: (key: unknown, make: (path: string) => Promise<void>) => this.reuse(key, make),
+      provenance: this.provenance,
     };
   }
 

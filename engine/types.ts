@@ -2,6 +2,9 @@
 // Everything here is re-exported from "osbuild". Nothing else of the engine is public.
 
 import type { Readable } from "node:stream";
+import type { ResourceDescriptor } from "../formats/in-toto.js";
+
+export type { ResourceDescriptor } from "../formats/in-toto.js";
 
 // ---------------------------------------------------------------------------
 // Artifacts: the values that flow along the edges of the build graph.
@@ -60,6 +63,33 @@ export interface BuiltOutputs {
   ok: boolean;
   /** target name → path of the written output */
   outputs: Record<string, string>;
+  /**
+   * target name → the SBOM (SPDX 2.3 JSON) and the provenance (in-toto Statement v1, SLSA
+   * Provenance v1) written beside it, as `<target>.spdx.json` and `<target>.intoto.json`.
+   * A command that renames an output (the osbuilder drop-in) copies these beside it; one
+   * that pushes it attaches them as referrers (see formats/oci.ts `referrerManifest`).
+   */
+  attestations: Record<string, Attestations>;
+}
+
+export interface Attestations {
+  /** Path of the SBOM: every rootfs target and every blob packed from a rootfs has one. */
+  sbom?: string;
+  /** Path of the provenance statement. */
+  provenance?: string;
+}
+
+/** How `CommandContext.build` may differ from `osbuild run` with the config as it is. */
+export interface BuildOverrides {
+  outDir?: string;
+  cacheDir?: string;
+  /**
+   * Parameter values instead of the config's defaults, as a provenance statement records
+   * them (`externalParameters.parameters`): paths relative to the config's directory.
+   */
+  params?: Readonly<Record<string, string | number | boolean>>;
+  /** Instead of the config's `sourceDateEpoch` (and SOURCE_DATE_EPOCH). */
+  sourceDateEpoch?: number;
 }
 
 export interface CommandContext {
@@ -68,7 +98,14 @@ export interface CommandContext {
   /** The config's target names (loads and type-checks it). */
   targetNames(): Promise<string[]>;
   /** Builds targets of the config as `osbuild run` would, reporting progress on stderr. */
-  build(targets?: readonly string[], overrides?: { outDir?: string; cacheDir?: string }): Promise<BuiltOutputs>;
+  build(targets?: readonly string[], overrides?: BuildOverrides): Promise<BuiltOutputs>;
+  /**
+   * What a build of these targets would record as its inputs in the provenance, found
+   * without building: the config's files and every host file or directory the steps name,
+   * by digest (`resolvedDependencies` named "config:…" and "host:…"). What steps fetch
+   * themselves (a mirror, an image) is known only after a build.
+   */
+  buildInputs(targets?: readonly string[], overrides?: BuildOverrides): Promise<ResourceDescriptor[]>;
   /**
    * Builds artifacts made by steps called in code (not in the config), cached like any
    * other, into a directory of their own under the cache.
@@ -99,6 +136,10 @@ export interface ConfigOptions<P extends ParamSpecs> {
   sourceDateEpoch?: number;
   /** The architecture the artifacts are for. Default: the machine's. */
   arch?: Arch;
+  /** Write `out/<target>.spdx.json` beside every rootfs-derived target. Default true (`osbuild run --no-sbom` turns it off). */
+  sbom?: boolean;
+  /** Write `out/<target>.intoto.json` (SLSA provenance) beside every target. Default true (`--no-provenance`). */
+  provenance?: boolean;
   /** Builds the graph: calls steps and returns the named targets. */
   targets: (params: ParamValues<P>) => Targets;
 }
@@ -172,6 +213,71 @@ export type StepFunction<Options, Inputs extends readonly ArtifactKind[], Output
 
 // ---------------------------------------------------------------------------
 // What a running step sees
+
+/**
+ * Software a step's result holds: a package of the distribution, or a program a step
+ * installed. Recorded through `ctx.provenance`, kept beside the result in the cache (never
+ * in the image), listed in the SBOM and named by `osbuild why`.
+ */
+export interface Component {
+  name: string;
+  version: string;
+  /** As the package manager spells it ("amd64", "all", "x86_64"). */
+  architecture?: string;
+  /** A package URL, e.g. "pkg:deb/debian/chrony@4.3-2%2Bdeb12u1?arch=amd64&distro=debian-12". */
+  purl?: string;
+  /** What it was built from, e.g. Debian's source package and its version. */
+  source?: { readonly name: string; readonly version: string };
+  /** SPDX form: "Person: NAME (EMAIL)" or "Organization: NAME". */
+  supplier?: string;
+  /** Where the package file can be fetched (a mirror's pool URL). */
+  downloadLocation?: string;
+  /** Of the package file it came in (a .deb), or of the program itself: algorithm → hex. */
+  digests?: Readonly<Record<string, string>>;
+  /** The paths it installed, directories too, as layers spell them ("usr/sbin/chronyd"): `osbuild why` matches on them. */
+  files?: readonly string[];
+}
+
+/** Something a step fetched that its cache key does not hold by content: a mirror's release file, an image by digest. */
+export interface ResolvedInput {
+  /** e.g. "http://deb.debian.org/debian bookworm" or "docker.io/library/alpine:3.19" */
+  name: string;
+  /** Where it was fetched from. */
+  uri: string;
+  /** algorithm → hex, e.g. { sha256: "…" } of the release file or the image manifest. */
+  digest?: Readonly<Record<string, string>>;
+  annotations?: Readonly<Record<string, string>>;
+}
+
+/**
+ * What a step tells about where its result came from, beyond what the engine sees itself
+ * (which step made which layer, the host files named in options, by digest). Read by
+ * `osbuild why`, the SBOM and the provenance; stored beside the step's cached result.
+ * Archives the step unpacks with `tree.extract` and layers it appends with `appendLayer`
+ * are recorded by the engine when they are host paths of its options.
+ */
+export interface StepProvenance {
+  /**
+   * A reading of a package database (`database`: "dpkg", "apk", "rpm"): every package the
+   * result holds. It stands for the whole database: a later step's reading of the same one
+   * replaces it (keeping fields such as download locations that the later one lacks).
+   */
+  packages(database: string, packages: readonly Component[]): void;
+  /** One more component, e.g. the agent the step installed (with its sha256 and version). */
+  component(component: Component): void;
+  /** Something the step fetched: a mirror's release file, an image manifest, by digest. */
+  dependency(input: ResolvedInput): void;
+  /**
+   * `treePath` (a file, or a directory and what is below it) came from `hostPath`, a file
+   * or directory given in one of the step's `hostPaths` options (or inside one). Say it after
+   * the file is in place; a final symlink in `treePath` is not followed. A file may have been
+   * processed on the way (a stripped binary); below a directory, only files that are still
+   * copies of the host's count as coming from it.
+   */
+  hostFile(treePath: string, hostPath: string): void;
+  /** The commands that made the step's changes, e.g. the script of a `run` step. */
+  command(text: string): void;
+}
 
 /** The type of a file in a rootfs. */
 export type FileType = "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo";
@@ -325,6 +431,8 @@ interface StepContextBase<Inputs extends readonly ArtifactKind[]> {
    * of a step's work that survive small input changes, such as an initrd's lower layers.
    */
   reuse(key: unknown, make: (path: string) => Promise<void>): Promise<string>;
+  /** Where the result came from (packages, host files, fetched inputs), for `osbuild why`, the SBOM and the provenance. */
+  readonly provenance: StepProvenance;
 }
 
 export interface RootfsStepContext<Inputs extends readonly ArtifactKind[]> extends StepContextBase<Inputs> {

@@ -12,7 +12,12 @@ export const MEDIA_TYPES = {
   dockerConfig: "application/vnd.docker.container.image.v1+json",
   dockerLayerGzip: "application/vnd.docker.image.rootfs.diff.tar.gzip",
   dockerLayerTar: "application/vnd.docker.image.rootfs.diff.tar",
+  /** The config of an artifact manifest that has none (image-spec 1.1). */
+  empty: "application/vnd.oci.empty.v1+json",
 } as const;
+
+/** The empty JSON object "{}" an artifact manifest names as its config. */
+export const EMPTY_DESCRIPTOR: Descriptor = { mediaType: MEDIA_TYPES.empty, digest: "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", size: 2 };
 
 export interface Descriptor {
   mediaType: string;
@@ -31,8 +36,12 @@ export interface Platform {
 export interface ImageManifest {
   schemaVersion: 2;
   mediaType?: string;
+  /** Set on an artifact manifest (an SBOM, a provenance statement). */
+  artifactType?: string;
   config: Descriptor;
   layers: Descriptor[];
+  /** The manifest this one refers to (the OCI referrers API lists it under that digest). */
+  subject?: Descriptor;
   annotations?: Record<string, string>;
 }
 
@@ -61,6 +70,21 @@ export function imageConfig(arch: string, diffIds: string[], created: Date): Ima
 
 export function imageManifest(config: Descriptor, layers: Descriptor[]): ImageManifest {
   return { schemaVersion: 2, mediaType: MEDIA_TYPES.manifest, config, layers };
+}
+
+/**
+ * An artifact manifest attaching `blob` (an SBOM, a provenance statement: `artifactType` is
+ * its media type) to the image manifest `subject`, for registries with the referrers API.
+ */
+export function referrerManifest(subject: Descriptor, artifactType: string, blob: Descriptor): ImageManifest {
+  return {
+    schemaVersion: 2,
+    mediaType: MEDIA_TYPES.manifest,
+    artifactType,
+    config: EMPTY_DESCRIPTOR,
+    layers: [{ ...blob, mediaType: artifactType }],
+    subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size },
+  };
 }
 
 export function imageIndex(manifests: Descriptor[]): ImageIndex {

@@ -21,7 +21,7 @@ const METADATA = ["modules.order", "modules.builtin", "modules.builtin.modinfo"]
 
 export const addKernelModules = defineStep({
   kind: "add-kernel-modules",
-  version: 2,
+  version: 3,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["from"],
@@ -58,6 +58,8 @@ export const addKernelModules = defineStep({
     // An empty configuration directory: the host's /etc/depmod.d must not change the output.
     const config = await ctx.tempDir();
     await ctx.exec("depmod", ["-b", base, "-C", config, options.kernelVersion]);
+    // The modules came from the host directory; what depmod wrote is the step's own.
+    ctx.provenance.hostFile(`lib/modules/${options.kernelVersion}`, source);
   },
 });
 

@@ -1,13 +1,13 @@
 // What steps tell later steps through the rootfs itself, in osbuilder's own directory:
-// fetchBase records the distro it made, provision the installed packages, and installAgent
-// writes osbuilder.yaml from both (Kata's kata-collect-data.sh reads that file back).
+// fetchBase records the distro it made, and installAgent writes osbuilder.yaml from it
+// (Kata's kata-collect-data.sh reads that file back). The installed packages are not kept in
+// the image: steps record them as provenance, beside the layers (see stdlib/packages).
 
 import { readFileSync } from "node:fs";
 import type { Tree } from "../engine/index.js";
 
 export const OSBUILDER_DIR = "var/lib/osbuilder";
 export const BASE_FACTS_PATH = `${OSBUILDER_DIR}/base.json`;
-export const PACKAGES_PATH = `${OSBUILDER_DIR}/packages.json`;
 export const OSBUILDER_YAML_PATH = `${OSBUILDER_DIR}/osbuilder.yaml`;
 
 export interface BaseFacts {

@@ -10,8 +10,11 @@ import { DISTROS, findDistro, type Distro, type DistroName } from "./distros/ind
 import type { DebianBootstrap } from "./distros/types.js";
 import { BASE_FACTS_PATH, type BaseFacts } from "./facts.js";
 import { ociArchitecture } from "../formats/oci.js";
-import { pullImage, RegistryError } from "./oci/registry.js";
+import { parseImageReference, pullImage, RegistryError } from "./oci/registry.js";
 import { packageNameProblem } from "./distros/package-names.js";
+import { readAptLists } from "./bootstrap/apt-lists.js";
+import { recordInstalledPackages } from "./packages/index.js";
+import { DPKG_STATUS, parseDpkgStatus } from "./packages/dpkg.js";
 import { runInTree } from "./sandbox.js";
 
 /** mmdebstrap's variants (its --variant). */
@@ -69,7 +72,7 @@ export type FetchBaseOptions = DistroBase | ImageBase | DirectoryBase | TarballB
 
 export const fetchBase = defineStep({
   kind: "fetch-base",
-  version: 5,
+  version: 6,
   inputs: [],
   output: "rootfs",
   hostPaths: ["directory", "tarball"],
@@ -111,6 +114,8 @@ export const fetchBase = defineStep({
       const tree = await ctx.tree();
       // The tree is empty, so cp cannot be led through a symlink already in it.
       await ctx.exec("cp", ["-a", "--no-target-directory", `${options.directory}/.`, tree.root]);
+      ctx.provenance.hostFile("/", options.directory);
+      recordInstalledPackages(ctx.provenance, tree);
       return;
     }
     if (options.distro === undefined) {
@@ -147,6 +152,7 @@ async function bootstrapDistro(ctx: RootfsStepContext<readonly []>, options: Dis
     // The packages are the script's arguments: data, never a part of the command.
     await runInTree(ctx, tree, ["/bin/sh", "-ec", distro.packageManager.installScript, "install-packages", ...packages]);
     finishBase(tree, distro, facts);
+    recordInstalledPackages(ctx.provenance, tree);
     return;
   }
   await mmdebstrap(ctx, distro, bootstrap, options, release, [...defaults, ...extra], facts);
@@ -171,6 +177,11 @@ async function mmdebstrap(
     `--include=${packages.join(",")}`,
     ...(bootstrap.keyring ? [`--keyring=${bootstrap.keyring}`] : []),
   ];
+  // apt's lists, copied out before mmdebstrap cleans them up: which snapshot of each mirror
+  // the packages came from (mmdebstrap splits a hook's words on spaces: plain paths only).
+  const listsDir = await ctx.tempDir();
+  if (/^[A-Za-z0-9_./-]+$/.test(listsDir)) args.push(`--customize-hook=copy-out /var/lib/apt/lists ${listsDir}`);
+  const record = (tree: Tree): void => recordBootstrap(ctx, tree, mirrors, join(listsDir, "lists"), distro.archName(ctx.arch));
   // Steps' tools start from a clean environment; a proxy the user set is what apt needs to reach the mirror.
   const env = { SOURCE_DATE_EPOCH: String(ctx.sourceDateEpoch), ...proxyEnvironment() };
   ctx.log(`mirrors:\n  ${mirrors.join("\n  ")}`);
@@ -182,6 +193,7 @@ async function mmdebstrap(
       const tree = await ctx.tree();
       await ctx.exec("unshare", ["--mount", "--propagation", "private", "--", "mmdebstrap", ...args, "--format=directory", release, tree.root, ...mirrors], { env, stdout: "log" });
       finishBase(tree, distro, facts);
+      record(tree);
       return;
     }
     // Without root: a tar made inside a user namespace (needs /etc/subuid), unpacked into the
@@ -193,6 +205,7 @@ async function mmdebstrap(
     await tree.extract(tarball);
     rmSync(tarball);
     finishBase(tree, distro, facts);
+    record(tree);
   } catch (error) {
     explainAptFailure(ctx, error, mirrors, release, packages);
   }
@@ -202,6 +215,20 @@ async function mmdebstrap(
 function proxyEnvironment(): Record<string, string> {
   const names = ["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"];
   return Object.fromEntries(names.flatMap((name) => (process.env[name] ? [[name, process.env[name]!]] : [])));
+}
+
+/** What the bootstrap fetched (each mirror suite's release file) and the packages it installed, for the SBOM and provenance. */
+function recordBootstrap(ctx: RootfsStepContext<readonly []>, tree: Tree, mirrors: readonly string[], listsDir: string, debianArch: string): void {
+  let installed: string[] = [];
+  try {
+    installed = parseDpkgStatus(readFileSync(tree.path(DPKG_STATUS), "utf8")).map((pkg) => pkg.name);
+  } catch {
+    /* no dpkg database: nothing to match the lists against */
+  }
+  const lists = readAptLists(listsDir, mirrors, debianArch, new Set(installed));
+  for (const snapshot of lists.snapshots) ctx.provenance.dependency(snapshot);
+  const count = recordInstalledPackages(ctx.provenance, tree, lists.downloads);
+  ctx.log(`${count} installed packages recorded (${lists.downloads.size} with their download location) from ${lists.snapshots.filter((snapshot) => snapshot.digest).length} mirror release file(s)`);
 }
 
 /** What osbuilder's build_rootfs does after the bootstrap, and the facts later steps read. */
@@ -302,4 +329,6 @@ async function appendImage(ctx: RootfsStepContext<readonly []>, image: string): 
     await ctx.appendLayer(layer.path);
     rmSync(layer.path, { force: true });
   }
+  const ref = parseImageReference(image);
+  ctx.provenance.dependency({ name: image, uri: `docker://${ref.registry}/${ref.repository}@${pulled.manifestDigest}`, digest: { sha256: pulled.manifestDigest.replace(/^sha256:/, "") } });
 }

@@ -3,6 +3,7 @@
 // kata-agent.service through kata-containers.target. Then writes osbuilder.yaml.
 
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { defineStep, type Tree } from "../engine/index.js";
 import { checkAgentBinary } from "./agent-binary.js";
@@ -29,7 +30,7 @@ export interface InstallAgentOptions {
 
 export const installAgent = defineStep({
   kind: "install-agent",
-  version: 4,
+  version: 5,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["binary", "tarball"],
@@ -56,6 +57,7 @@ export const installAgent = defineStep({
     chmodSync(agent, 0o755);
     if ((options.strip ?? true) && ctx.hostArch === ctx.arch) await ctx.exec("strip", [agent]);
 
+    const installedAt = options.init === "agent" ? "sbin/init" : AGENT_PATH;
     if (options.init === "agent") {
       // mv -f kata-agent /sbin/init, as osbuilder's setup_agent_init
       const init = tree.path("sbin/init", { followSymlink: false });
@@ -70,6 +72,11 @@ export const installAgent = defineStep({
       }
       if (!exists(tree, "init")) link(tree, "init", "/lib/systemd/systemd");
     }
+
+    // For the SBOM and `osbuild why`: the agent as installed, and the host file it came from.
+    const sha256 = createHash("sha256").update(readFileSync(tree.path(installedAt))).digest("hex");
+    ctx.provenance.component({ name: "kata-agent", version: options.version ?? "unknown", architecture: ctx.arch, digests: { sha256 }, files: [installedAt] });
+    if (options.binary !== undefined) ctx.provenance.hostFile(installedAt, options.binary);
 
     const facts = readBaseFacts(tree);
     const yaml = osbuilderYaml({

@@ -17,7 +17,7 @@ export interface OverlayOptions {
 
 export const overlay = defineStep({
   kind: "overlay",
-  version: 2,
+  version: 3,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["from"],
@@ -33,6 +33,7 @@ export const overlay = defineStep({
     const destination = (options.to ?? "/").replace(/\/+$/, "");
     ensureDirectory(tree, destination || "/");
     copyInto(tree, options.from, destination, options.owner ?? { uid: 0, gid: 0 });
+    ctx.provenance.hostFile(destination || "/", options.from);
   },
 });
 

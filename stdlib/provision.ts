@@ -1,14 +1,14 @@
 // provision: the rest of osbuilder's setup_rootfs, the distro-independent Kata settings:
 // var/ cleanup, chrony on the PTP clock, an empty resolv.conf, the pruned systemd units
 // (rootfs.sh -d), the agent policy, guest hooks and extra tarballs, the confidential-guest
-// fstab line, and a package list (SBOM) of everything installed.
+// fstab line. The installed packages go into the step's provenance (the SBOM), not the image.
 
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, copyFileSync, chmodSync } from "node:fs";
 import { basename, join } from "node:path";
 import { defineStep, type Tree } from "../engine/index.js";
-import { findDistro } from "./distros/index.js";
 import type { InitSystem } from "./fetch-base.js";
-import { OSBUILDER_DIR, PACKAGES_PATH, readBaseFacts } from "./facts.js";
+import { OSBUILDER_DIR } from "./facts.js";
+import { recordInstalledPackages } from "./packages/index.js";
 
 export interface ProvisionOptions {
   /** Who will be PID 1 (decides what systemd-only settings apply). */
@@ -48,7 +48,7 @@ const PRUNED_FILES = ["systemd-bless-boot-generator", "systemd-fstab-generator",
 
 export const provision = defineStep({
   kind: "provision",
-  version: 4,
+  version: 5,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["agentPolicy", "guestHooks", "extraTarballs"],
@@ -58,16 +58,10 @@ export const provision = defineStep({
   },
   async run(options: ProvisionOptions, ctx) {
     const tree = await ctx.tree();
-    const facts = readBaseFacts(tree);
-    const distro = facts ? findDistro(facts.distro) : undefined;
 
-    // The package list first: its database goes with var/lib.
-    const database = distro?.packageDatabase;
-    if (database && existsSync(tree.path(database.path))) {
-      const packages = database.parse(readFileSync(tree.path(database.path), "utf8"));
-      writeInTree(tree, PACKAGES_PATH, `${JSON.stringify({ format: "osbuild-packages/1", distro: facts?.distro, release: facts?.release, architecture: ctx.arch, packages }, null, 2)}\n`);
-      ctx.log(`${packages.length} packages recorded in /${PACKAGES_PATH}`);
-    } else ctx.log("no package database found: no package list written");
+    // The packages first, kept beside the layer for the SBOM: their database goes with var/lib.
+    const packages = recordInstalledPackages(ctx.provenance, tree);
+    ctx.log(packages > 0 ? `${packages} installed packages recorded for the SBOM` : "no package database found: the SBOM will list no packages of this rootfs");
 
     // rm -rf var/{cache,lib,log,tmp}; ln -s ../tmp var/tmp (keeping osbuilder's own record)
     for (const dir of ["var/cache", "var/log", "var/tmp"]) rmSync(tree.path(dir, { followSymlink: false }), { recursive: true, force: true });
@@ -92,6 +86,7 @@ export const provision = defineStep({
       copyFileSync(options.agentPolicy, join(dir, name));
       chmodSync(join(dir, name), 0o644);
       tree.chown(`etc/kata-opa/${name}`, 0, 0);
+      ctx.provenance.hostFile(`etc/kata-opa/${name}`, options.agentPolicy);
       rmSync(join(dir, "default-policy.rego"), { force: true });
       symlinkSync(name, join(dir, "default-policy.rego"));
     }

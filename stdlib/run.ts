@@ -4,6 +4,7 @@
 // within the rootfs's ids 0–65535.
 
 import { defineStep } from "../engine/index.js";
+import { recordInstalledPackages } from "./packages/index.js";
 import { runInTree } from "./sandbox.js";
 
 export interface RunOptions {
@@ -20,7 +21,7 @@ export interface RunOptions {
 
 export const run = defineStep({
   kind: "run",
-  version: 2,
+  version: 3,
   inputs: ["rootfs"],
   output: "rootfs",
   tools: [
@@ -34,5 +35,8 @@ export const run = defineStep({
   async run(options: RunOptions, ctx) {
     const tree = await ctx.tree();
     await runInTree(ctx, tree, [options.shell ?? "/bin/sh", "-ec", options.script], { network: options.network, env: options.env, cwd: options.cwd });
+    // What the script changed is its doing; packages it installed are read from the database it left.
+    ctx.provenance.command(options.script);
+    recordInstalledPackages(ctx.provenance, tree);
   },
 });

@@ -1,20 +1,3 @@
 // osbuild's own version, for what the tool records in images (osbuilder.yaml).
 
-import { existsSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-
-function findPackageVersion(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let depth = 0; depth < 4; depth++) {
-    const file = join(dir, "package.json");
-    if (existsSync(file)) {
-      const pkg = JSON.parse(readFileSync(file, "utf8")) as { name?: string; version?: string };
-      if (pkg.name === "osbuild" && pkg.version) return pkg.version;
-    }
-    dir = dirname(dir);
-  }
-  return "unknown";
-}
-
-export const OSBUILD_VERSION = findPackageVersion();
+export { OSBUILD_VERSION } from "../engine/index.js";

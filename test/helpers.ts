@@ -45,6 +45,8 @@ export interface RunOptions {
   env?: Record<string, string>;
   /** Run as this unprivileged uid (and its gid), with no capabilities and HOME=cwd. */
   asUser?: number;
+  /** A command that runs osbuild, e.g. ["unshare", "--net"] for a build without a network. */
+  wrap?: readonly string[];
 }
 
 /** The unprivileged user the tests build as. */
@@ -65,6 +67,7 @@ export function osbuild(args: string[], options: RunOptions): Promise<RunResult>
 export function startOsbuild(args: string[], options: RunOptions): ChildProcess {
   const env = { ...process.env, ...options.env };
   const stdio = ["ignore", "pipe", "pipe"] as const;
+  if (options.wrap) return spawn(options.wrap[0]!, [...options.wrap.slice(1), process.execPath, OSBUILD, ...args], { cwd: options.cwd, env, stdio: [...stdio] });
   if (options.asUser === undefined) return spawn(process.execPath, [OSBUILD, ...args], { cwd: options.cwd, env, stdio: [...stdio] });
   const user = String(options.asUser);
   const privileges = [`--reuid=${user}`, `--regid=${user}`, "--clear-groups", "--inh-caps=-all"];

@@ -1,13 +1,12 @@
 // `osbuild explain STEP`: is the step cached, and if not, what changed since it was last
 // built: an option, a host file's content, an input artifact, a tool, the step's version.
 
-import { BuildContext, neededSteps, type BuildSettings, type HistoryRecord, type PreparedStep, type StoredArtifact } from "../build.js";
+import { BuildContext, type BuildSettings, type HistoryRecord, type PreparedStep } from "../build.js";
 import type { DirectoryListing } from "../fingerprint.js";
 import type { LoadedConfig } from "../config/load.js";
-import { ConfigError, StepError, formatLocation } from "../errors.js";
-import { cacheKeyOf, diffJson, type CacheKey } from "../key.js";
-
-type Known = { key: CacheKey; outputs?: Record<string, StoredArtifact>; reason?: string };
+import { ConfigError, formatLocation } from "../errors.js";
+import { diffJson } from "../key.js";
+import { resolveCached } from "../resolve-cached.js";
 
 export async function explainStep(config: LoadedConfig, requested: string, settings: BuildSettings): Promise<number> {
   const graph = config.graph;
@@ -16,62 +15,41 @@ export async function explainStep(config: LoadedConfig, requested: string, setti
     throw new ConfigError(`no step or target named '${requested}'`, config.definition.location, `steps: ${[...graph.steps.keys()].join(", ")}`);
   }
   const context = new BuildContext(settings);
-  const known = new Map<string, Known | undefined>();
   const out = (line: string): boolean => process.stdout.write(`${line}\n`);
 
-  // Resolve the step's ancestors from the cache, in build order, without building anything.
-  const ancestors = neededSteps(graph, [stepId]);
-  for (const id of graph.order) {
-    if (!ancestors.has(id)) continue;
-    const step = graph.steps.get(id)!;
-    let prepared;
-    try {
-      prepared = context.prepare(step);
-    } catch (error) {
-      if (!(error instanceof StepError)) throw error;
-      known.set(id, undefined);
-      if (id === stepId) {
-        out(`${id}: cannot start: ${error.message}${error.hint ? `\n  hint: ${error.hint}` : ""}`);
-        return 1;
-      }
-      continue;
-    }
-    const inputs = step.inputs.map((edge) => known.get(edge.from)?.outputs?.[edge.output]);
-    if (inputs.some((input) => input === undefined)) {
-      known.set(id, undefined);
-      if (id !== stepId) continue;
-    }
-    const preimage = context.preimageOf(prepared, inputs.filter((input): input is StoredArtifact => input !== undefined));
-    const key = cacheKeyOf(preimage);
-    const action = inputs.every((input) => input !== undefined) ? await context.lookupAction(key) : undefined;
-    known.set(id, { key, outputs: action?.outputs });
-    if (id !== stepId) continue;
-
-    const where = formatLocation(step.node.location);
-    out(`step ${id} (${step.node.spec.kind} v${step.node.spec.version})${where ? ` at ${where}` : ""}`);
-    const missingInputs = step.inputs.filter((edge) => !known.get(edge.from)?.outputs).map((edge) => edge.from);
-    if (missingInputs.length > 0) {
-      out(`  will build: its input${missingInputs.length > 1 ? "s" : ""} from ${missingInputs.map((from) => `'${from}'`).join(", ")} will be built first`);
-      out(`  (run \`osbuild explain ${missingInputs[0]}\` to see why)`);
-      return 0;
-    }
-    if (action) {
-      out(`  cached: key ${key.slice(0, 16)}… built ${action.createdAt} in ${action.ms} ms`);
-      return 0;
-    }
-    out(`  will build: key ${key.slice(0, 16)}… is not in the cache`);
-    const history = await context.store.getJson<HistoryRecord>(context.historyKey(id)).catch(() => undefined);
-    if (!history) {
-      out("  this step has not been built before with this config");
-      return 0;
-    }
-    const previous = history.value;
-    out(`  last built with key ${previous.key.slice(0, 16)}…; what changed since:`);
-    const changes = diffJson(previous.preimage, preimage);
-    for (const change of changes) out(`    ${describeChange(change, previous, prepared, step.inputs.map((edge) => edge.from))}`);
-    if (changes.length === 0) out("    nothing in the key: its cache entry was removed (pruned or found corrupted)");
+  // The step's ancestors, resolved from the cache in build order, without building anything.
+  const resolved = (await resolveCached(context, graph, [stepId])).get(stepId)!;
+  const step = graph.steps.get(stepId)!;
+  if (resolved.prepareError) {
+    const error = resolved.prepareError;
+    out(`${stepId}: cannot start: ${error.message}${error.hint ? `\n  hint: ${error.hint}` : ""}`);
+    return 1;
+  }
+  const where = formatLocation(step.node.location);
+  out(`step ${stepId} (${step.node.spec.kind} v${step.node.spec.version})${where ? ` at ${where}` : ""}`);
+  const missingInputs = resolved.missingInputs;
+  if (missingInputs.length > 0) {
+    out(`  will build: its input${missingInputs.length > 1 ? "s" : ""} from ${missingInputs.map((from) => `'${from}'`).join(", ")} will be built first`);
+    out(`  (run \`osbuild explain ${missingInputs[0]}\` to see why)`);
     return 0;
   }
+  const key = resolved.key!;
+  const action = resolved.record;
+  if (action) {
+    out(`  cached: key ${key.slice(0, 16)}… built ${action.createdAt} in ${action.ms} ms`);
+    return 0;
+  }
+  out(`  will build: key ${key.slice(0, 16)}… is not in the cache`);
+  const history = await context.store.getJson<HistoryRecord>(context.historyKey(stepId)).catch(() => undefined);
+  if (!history) {
+    out("  this step has not been built before with this config");
+    return 0;
+  }
+  const previous = history.value;
+  out(`  last built with key ${previous.key.slice(0, 16)}…; what changed since:`);
+  const changes = diffJson(previous.preimage, resolved.preimage);
+  for (const change of changes) out(`    ${describeChange(change, previous, resolved.prepared!, step.inputs.map((edge) => edge.from))}`);
+  if (changes.length === 0) out("    nothing in the key: its cache entry was removed (pruned or found corrupted)");
   return 0;
 }
 

@@ -1,17 +1,21 @@
 // The `osbuild` command line. Exit status: 0 success, 1 a step failed, 2 bad usage or config.
 
 import { availableParallelism, homedir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { Build, type BuildSettings } from "../build.js";
+import { Build, BuildContext, neededSteps, type BuildSettings } from "../build.js";
 import { checkConfig, loadConfig, machineArch, resolveConfigPath, type LoadedConfig } from "../config/load.js";
 import { registeredNodes } from "../define.js";
 import { ConfigError, StepError, errorMessage, formatLocation } from "../errors.js";
 import { buildGraph, renderDot, renderMermaid } from "../graph.js";
-import type { CommandContext, CommandSpec } from "../types.js";
+import type { BuildOverrides, CommandContext, CommandSpec } from "../types.js";
+import { displayPathFor } from "../provenance/attestations.js";
+import { configInputs, hostInputs, type Invocation } from "../provenance/slsa.js";
+import { whyCommand } from "./why.js";
 import { cacheCommand } from "./cache.js";
 import { explainStep } from "./explain.js";
 import { jsonSink, plainSink, terminalSink } from "./progress.js";
+import { OSBUILD_VERSION } from "../version.js";
 
 const USAGE = `usage: osbuild <command> [options]
 
@@ -20,6 +24,7 @@ commands:
   check               type-check the config
   graph               print the build graph (--format dot|mermaid)
   explain STEP        why STEP is cached or will rebuild
+  why TARGET PATH     which steps put PATH into TARGET, from what (--json: one object)
   cache ls|verify|prune   inspect, check or trim the cache
 
 options:
@@ -31,6 +36,8 @@ options:
   --json              print build events as NDJSON on stdout
   --keep-going        keep building independent steps after a failure
   --verbose           show step logs as they come
+  --no-sbom           run: no <target>.spdx.json beside the outputs
+  --no-provenance     run: no <target>.intoto.json beside the outputs
 `;
 
 const OPTIONS = {
@@ -42,6 +49,8 @@ const OPTIONS = {
   json: { type: "boolean" },
   "keep-going": { type: "boolean" },
   verbose: { type: "boolean", short: "v" },
+  "no-sbom": { type: "boolean" },
+  "no-provenance": { type: "boolean" },
   format: { type: "string" },
   all: { type: "boolean" },
   "older-than": { type: "string" },
@@ -67,7 +76,7 @@ export async function main(argv: readonly string[], commands: readonly CommandSp
   const values = parsed.values as Values & Record<string, string | boolean | string[] | undefined>;
   const positionals = parsed.positionals;
   if (values.version) {
-    process.stdout.write(`osbuild ${await packageVersion()}\n`);
+    process.stdout.write(`osbuild ${OSBUILD_VERSION}\n`);
     return 0;
   }
   const [command, ...rest] = positionals;
@@ -87,10 +96,13 @@ export async function main(argv: readonly string[], commands: readonly CommandSp
       case "explain":
         if (rest.length !== 1) throw new ConfigError("explain needs exactly one step id: osbuild explain STEP");
         return await explainStep(await load(values), rest[0]!, settingsOf(values, await load(values)));
+      case "why":
+        if (rest.length !== 2) throw new ConfigError("why needs a target and a path: osbuild why TARGET PATH (e.g. osbuild why image /usr/bin/kata-agent)");
+        return await whyCommand(await load(values), rest[0]!, rest[1]!, settingsOf(values, await load(values)), values.json ?? false);
       case "cache":
         return await cacheCommand(rest, cacheDirOf(values), { all: values.all ?? false, olderThanDays: values["older-than"] });
       default:
-        throw new ConfigError(`unknown command '${command}'`, undefined, `commands: ${["run", "check", "graph", "explain", "cache", ...commands.map((item) => item.name)].join(", ")}`);
+        throw new ConfigError(`unknown command '${command}'`, undefined, `commands: ${["run", "check", "graph", "explain", "why", "cache", ...commands.map((item) => item.name)].join(", ")}`);
     }
   } catch (error) {
     return reportError(error);
@@ -121,12 +133,16 @@ function commandContext(values: Values): CommandContext {
       return [...(await load(values)).graph.targets.keys()];
     },
     async build(targets, overrides) {
-      const config = await load(values);
-      const settings = { ...settingsOf(values, config), ...(overrides?.outDir ? { outDir: overrides.outDir } : {}), ...(overrides?.cacheDir ? { cacheDir: overrides.cacheDir } : {}) };
-      const names = targets && targets.length > 0 ? [...targets] : [...config.graph.targets.keys()];
-      checkTargets(config, names);
+      const { config, settings, names } = await overridden(values, targets, overrides);
       const result = await new Build(config.graph, settings, quietSink).run(names);
-      return { ok: result.ok, outputs: result.outputs };
+      return { ok: result.ok, outputs: result.outputs, attestations: result.attestations };
+    },
+    async buildInputs(targets, overrides) {
+      const { config, settings, names } = await overridden(values, targets, overrides);
+      const context = new BuildContext(settings);
+      const needed = neededSteps(config.graph, names.map((name) => config.graph.targets.get(name)!.from));
+      const steps = config.graph.order.filter((id) => needed.has(id)).map((id) => ({ id, prepared: context.prepare(config.graph.steps.get(id)!) }));
+      return [...configInputs(settings.attest!.invocation), ...hostInputs(steps)];
     },
     async buildArtifacts(name, makeTargets) {
       const targets = makeTargets();
@@ -142,9 +158,23 @@ function commandContext(values: Values): CommandContext {
         verbose: values.verbose ?? false,
       };
       const result = await new Build(graph, settings, quietSink).run([...graph.targets.keys()]);
-      return { ok: result.ok, outputs: result.outputs };
+      return { ok: result.ok, outputs: result.outputs, attestations: result.attestations };
     },
   };
+}
+
+/** The config loaded with a command's overrides (recorded parameters, source date), its settings and target names. */
+async function overridden(values: Values, targets: readonly string[] | undefined, overrides: BuildOverrides = {}): Promise<{ config: LoadedConfig; settings: BuildSettings; names: string[] }> {
+  let config = await load(values);
+  if (overrides.params !== undefined || overrides.sourceDateEpoch !== undefined) {
+    const configDir = dirname(config.file);
+    const sets: Array<[string, string]> = Object.entries(overrides.params ?? {}).map(([name, value]) => [name, config.definition.params[name]?.type === "path" ? resolve(configDir, String(value)) : String(value)]);
+    config = await load(values, { sets, sourceDateEpoch: overrides.sourceDateEpoch });
+  }
+  const settings = { ...settingsOf(values, config), ...(overrides.outDir ? { outDir: overrides.outDir } : {}), ...(overrides.cacheDir ? { cacheDir: overrides.cacheDir } : {}) };
+  const names = targets && targets.length > 0 ? [...targets] : [...config.graph.targets.keys()];
+  checkTargets(config, names);
+  return { config, settings, names };
 }
 
 function cacheDirOf(values: Values): string {
@@ -164,16 +194,19 @@ function parseSets(values: Values): Array<[string, string]> {
 
 const loaded = new Map<string, Promise<LoadedConfig>>();
 
-async function load(values: Values): Promise<LoadedConfig> {
+/** The config (type-checked once per process), with the command line's --set, or other values given. */
+async function load(values: Values, instead?: { sets: Array<[string, string]>; sourceDateEpoch: number | undefined }): Promise<LoadedConfig> {
   const file = resolveConfigPath(values.config);
-  let pending = loaded.get(file);
+  const sets = instead?.sets ?? parseSets(values);
+  const memoKey = JSON.stringify([file, sets, instead?.sourceDateEpoch ?? null]);
+  let pending = loaded.get(memoKey);
   if (!pending) {
     pending = (async () => {
       const cacheDir = cacheDirOf(values);
-      await checkConfig(file, cacheDir);
-      return loadConfig(file, { cacheDir, sets: parseSets(values) });
+      const configFiles = await checkConfig(file, cacheDir);
+      return loadConfig(file, { cacheDir, sets, configFiles, ...(instead?.sourceDateEpoch !== undefined ? { sourceDateEpoch: instead.sourceDateEpoch } : {}) });
     })();
-    loaded.set(file, pending);
+    loaded.set(memoKey, pending);
   }
   return pending;
 }
@@ -193,7 +226,21 @@ function settingsOf(values: Values, config: LoadedConfig): BuildSettings {
     arch: config.arch,
     keepGoing: values["keep-going"] ?? false,
     verbose: values.verbose ?? false,
+    attest: {
+      sbom: config.sbom && !(values["no-sbom"] ?? false),
+      provenance: config.provenance && !(values["no-provenance"] ?? false),
+      invocation: invocationOf(config),
+    },
   };
+}
+
+/** How this config is built, as its provenance records it: parameter values with host paths relative to the config. */
+function invocationOf(config: LoadedConfig): Invocation {
+  const displayPath = displayPathFor(config.file);
+  const params = Object.fromEntries(
+    Object.entries(config.params).map(([name, value]) => [name, config.definition.params[name]?.type === "path" && typeof value === "string" ? displayPath(value) : value]),
+  );
+  return { configFile: config.file, configFiles: config.configFiles, params, sourceDateEpoch: config.sourceDateEpoch, arch: config.arch, displayPath };
 }
 
 async function runCommand(values: Values, targetNames: string[]): Promise<number> {
@@ -248,12 +295,6 @@ function reportError(error: unknown): number {
   process.stderr.write(`osbuild: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
   process.stderr.write("  hint: this is a bug in osbuild; please report it with the command you ran\n");
   return 1;
-}
-
-async function packageVersion(): Promise<string> {
-  const { readFileSync } = await import("node:fs");
-  const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
-  return pkg.version;
 }
 
 /** A config error naming the first of `names` that is not a target of the config. */

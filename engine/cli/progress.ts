@@ -87,6 +87,8 @@ function describe(event: BuildEvent): string | undefined {
     }
     case "output":
       return `${event.written ? "wrote" : "up to date"} ${event.path} (${formatSize(event.size)})`;
+    case "attestation":
+      return `wrote ${event.path} (${event.kind === "sbom" ? "SBOM" : "provenance"} of ${event.target})`;
     case "done":
       return event.ok ? undefined : "build failed";
     default:

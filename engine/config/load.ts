@@ -1,7 +1,8 @@
 // Loads osbuild.config.ts: type-checks it, imports it through the TypeScript loader hooks,
 // applies parameters and builds the graph. Every problem is a ConfigError with a position.
 
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { sha256Hex } from "../key.js";
 import { register } from "node:module";
 import { arch as hostArch } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -24,6 +25,11 @@ export interface LoadedConfig {
   graph: BuildGraph;
   sourceDateEpoch: number;
   arch: Arch;
+  /** The config's own files (it and the local modules it imports), path → sha256 hex: its provenance. */
+  configFiles: Record<string, string>;
+  /** SBOMs and provenance beside the outputs (the config's `sbom` and `provenance`). */
+  sbom: boolean;
+  provenance: boolean;
 }
 
 let hooksRegistered = false;
@@ -44,9 +50,9 @@ export function resolveConfigPath(file: string | undefined): string {
   return path;
 }
 
-/** Type-checks the config; throws a ConfigError listing every diagnostic. */
-export async function checkConfig(file: string, cacheDir: string): Promise<void> {
-  const diagnostics = await typecheckConfig(file, {
+/** Type-checks the config; throws a ConfigError listing every diagnostic. Returns the config's files (those outside node_modules) by sha256. */
+export async function checkConfig(file: string, cacheDir: string): Promise<Record<string, string>> {
+  const { diagnostics, files } = await typecheckConfig(file, {
     osbuildTypes: join(DIST_DIR, "index.d.ts"),
     typeRoots: [join(PACKAGE_DIR, "node_modules", "@types")],
     memoFile: join(cacheDir, "memo", "typecheck.json"),
@@ -59,9 +65,19 @@ export async function checkConfig(file: string, cacheDir: string): Promise<void>
       diagnostics.map((diagnostic) => formatDiagnostic(diagnostic)),
     );
   }
+  return Object.fromEntries(Object.entries(files).filter(([path]) => !path.includes("/node_modules/")));
 }
 
-export async function loadConfig(file: string, options: { cacheDir: string; sets: ReadonlyArray<readonly [string, string]> }): Promise<LoadedConfig> {
+export interface LoadOptions {
+  cacheDir: string;
+  sets: ReadonlyArray<readonly [string, string]>;
+  /** From checkConfig; default: the config file alone. */
+  configFiles?: Record<string, string>;
+  /** Instead of the config's and SOURCE_DATE_EPOCH's. */
+  sourceDateEpoch?: number;
+}
+
+export async function loadConfig(file: string, options: LoadOptions): Promise<LoadedConfig> {
   registerHooks(options.cacheDir);
   resetRegistry();
   let module: { default?: unknown };
@@ -86,12 +102,13 @@ export async function loadConfig(file: string, options: { cacheDir: string; sets
   }
   const graph = buildGraph(targets, registeredNodes());
   const envEpoch = process.env.SOURCE_DATE_EPOCH;
-  let sourceDateEpoch = definition.sourceDateEpoch ?? 0;
-  if (envEpoch !== undefined && envEpoch !== "") {
+  let sourceDateEpoch = options.sourceDateEpoch ?? definition.sourceDateEpoch ?? 0;
+  if (options.sourceDateEpoch === undefined && envEpoch !== undefined && envEpoch !== "") {
     sourceDateEpoch = Number(envEpoch);
     if (!Number.isInteger(sourceDateEpoch) || sourceDateEpoch < 0) throw new ConfigError(`SOURCE_DATE_EPOCH=${envEpoch} is not a number of seconds`, undefined, "set it to an integer such as 1700000000, or unset it");
   }
-  return { file, definition, params, graph, sourceDateEpoch, arch: definition.arch ?? machineArch() };
+  const configFiles = options.configFiles ?? { [file]: sha256Hex(readFileSync(file)) };
+  return { file, definition, params, graph, sourceDateEpoch, arch: definition.arch ?? machineArch(), configFiles, sbom: definition.sbom ?? true, provenance: definition.provenance ?? true };
 }
 
 export function machineArch(): Arch {

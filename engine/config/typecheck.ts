@@ -28,11 +28,17 @@ interface Memo {
   [configFile: string]: { osbuild: string; files: Record<string, string> };
 }
 
-export async function typecheckConfig(configFile: string, options: TypecheckOptions): Promise<ConfigDiagnostic[]> {
+export interface TypecheckResult {
+  diagnostics: ConfigDiagnostic[];
+  /** When clean: every file of the config the program read (not the libraries'), path → sha256 hex. */
+  files: Record<string, string>;
+}
+
+export async function typecheckConfig(configFile: string, options: TypecheckOptions): Promise<TypecheckResult> {
   const memo = readMemoFile<Memo>(options.memoFile, {});
   const osbuildStamp = stamp(options.osbuildTypes);
   const known = memo[configFile];
-  if (known && known.osbuild === osbuildStamp && Object.entries(known.files).every(([file, hash]) => hashOf(file) === hash)) return [];
+  if (known && known.osbuild === osbuildStamp && Object.entries(known.files).every(([file, hash]) => hashOf(file) === hash)) return { diagnostics: [], files: known.files };
 
   // require, not import: an ESM import of this 9 MB CommonJS file scans it for exports first.
   const ts = createRequire(import.meta.url)("typescript") as typeof import("typescript");
@@ -76,8 +82,9 @@ export async function typecheckConfig(configFile: string, options: TypecheckOpti
     }
     memo[configFile] = { osbuild: osbuildStamp, files };
     writeMemoFile(options.memoFile, memo);
+    return { diagnostics, files };
   }
-  return diagnostics;
+  return { diagnostics, files: {} };
 }
 
 /** Signs that a config uses Node's APIs (and so needs @types/node). */

@@ -46,6 +46,8 @@ export class StepTree implements Tree {
     private readonly tempDir: string,
     /** Inodes whose ctime is above this were changed by the step (see ctime.ts). */
     public baselineCtimeMs: number,
+    /** Told the layer paths each `extract` wrote, for provenance. */
+    private readonly onExtracted: (archive: string, paths: readonly string[]) => void = () => undefined,
   ) {}
 
   async withShiftedOwners<T>(offset: number, fn: () => Promise<T>): Promise<T> {
@@ -90,7 +92,7 @@ export class StepTree implements Tree {
   }
 
   /** The layer path of a tree path, after resolving parent symlinks. */
-  private layerPath(path: string): string {
+  layerPath(path: string): string {
     const host = this.path(path, { followSymlink: false });
     return host === this.root ? "" : host.slice(this.root.length + 1);
   }
@@ -148,7 +150,12 @@ export class StepTree implements Tree {
     // Directory times are set once everything is in: adding entries changes them.
     const directoryTimes: Array<{ path: string; mtime: number }> = [];
     // Each entry's path is resolved once; owners and xattrs go to what it resolved to.
-    const layerPathOf = (host: string): string => host.slice(this.root.length + 1);
+    const written: string[] = [];
+    const layerPathOf = (host: string): string => {
+      const relative = host.slice(this.root.length + 1);
+      written.push(relative);
+      return relative;
+    };
     const finish = (header: TarHeader, relative: string): void => {
       this.chownAt(relative, header.uid, header.gid);
       if (header.xattrs && Object.keys(header.xattrs).length > 0) this.setXattrsAt(relative, header.xattrs);
@@ -194,9 +201,11 @@ export class StepTree implements Tree {
           case "hardlink": {
             const linked = checkedArchivePath(header.linkTarget!, header.rawPath, "link");
             linkSync(hostPath(this.path(base ? `${base}/${linked}` : linked, { followSymlink: false })), hostPath(target));
+            layerPathOf(target);
             return;
           }
           default:
+            written.push(this.layerPath(path));
             this.mknod(path, { type: header.type, major: header.devMajor, minor: header.devMinor, mode: header.mode, uid: header.uid, gid: header.gid });
         }
       },
@@ -223,6 +232,7 @@ export class StepTree implements Tree {
       const host = hostPath(this.path(path));
       if (lstatSync(host, { throwIfNoEntry: false })?.isDirectory()) utimesSync(host, mtime, mtime);
     }
+    this.onExtracted(archive, written);
   }
 
   private closeExtracted(file: { fd: number; header: TarHeader; relative: string }, finish: (header: TarHeader, relative: string) => void): void {

@@ -1,6 +1,6 @@
 // Alpine: osbuilder's alpine/config.sh. The agent must be init (no systemd on Alpine).
 
-import { type Distro, parseApkInstalled } from "./types.js";
+import type { Distro } from "./types.js";
 
 export const alpine: Distro = {
   name: "alpine",
@@ -17,5 +17,4 @@ export const alpine: Distro = {
   },
   packageManager: { format: "apk", installScript: 'apk add --no-cache "$@"' },
   prunePaths: ["usr/share/man", "usr/share/doc"],
-  packageDatabase: { path: "lib/apk/db/installed", parse: parseApkInstalled },
 };

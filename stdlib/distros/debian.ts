@@ -1,7 +1,7 @@
 // Debian: osbuilder's debian/config.sh, which re-uses the Ubuntu configuration.
 
 import type { Arch } from "../../engine/index.js";
-import { type Distro, parseDpkgStatus } from "./types.js";
+import type { Distro } from "./types.js";
 
 const DEBIAN_ARCHES: Readonly<Record<Arch, string>> = { x86_64: "amd64", aarch64: "arm64", ppc64le: "ppc64el", s390x: "s390x" };
 
@@ -14,14 +14,13 @@ const DEBIAN_FAMILY_PACKAGES = {
 /** What osbuilder's ubuntu rootfs_lib.sh deletes right after mmdebstrap. */
 const DEBIAN_FAMILY_PRUNE = ["bash-completion", "bug", "doc", "info", "lintian", "locale", "man", "menu", "misc", "pixmaps", "terminfo", "zsh"].map((name) => `usr/share/${name}`);
 
-/** What Debian and Ubuntu share: arches, packages, init, pruning and the dpkg database. */
+/** What Debian and Ubuntu share: arches, packages, init and pruning. */
 export const DEBIAN_FAMILY = {
   architectures: ["x86_64", "aarch64", "ppc64le", "s390x"],
   archName: (arch: Arch) => DEBIAN_ARCHES[arch],
   packages: DEBIAN_FAMILY_PACKAGES,
   initProcess: "systemd",
   prunePaths: DEBIAN_FAMILY_PRUNE,
-  packageDatabase: { path: "var/lib/dpkg/status", parse: parseDpkgStatus },
   // Inside a distro's OCI image (fetchBase({ distro, image })): apt, lists removed after.
   packageManager: { format: "deb", installScript: 'apt-get update && apt-get install -y --no-install-recommends "$@" && apt-get clean && rm -rf /var/lib/apt/lists/*' },
 } as const satisfies Partial<Distro>;

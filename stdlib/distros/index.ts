@@ -14,4 +14,4 @@ export function findDistro(name: string): Distro | undefined {
   return Object.hasOwn(DISTROS, name) ? DISTROS[name] : undefined;
 }
 
-export type { Distro, InstalledPackage } from "./types.js";
+export type { Distro } from "./types.js";

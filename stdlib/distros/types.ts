@@ -4,12 +4,6 @@
 import type { Arch } from "../../engine/index.js";
 import type { PackageFormat } from "./package-names.js";
 
-export interface InstalledPackage {
-  name: string;
-  version: string;
-  architecture: string;
-}
-
 export interface Distro {
   /** Name used in configs: fetchBase({ distro: "debian" }). */
   name: string;
@@ -35,8 +29,6 @@ export interface Distro {
   packageManager: { format: PackageFormat; installScript: string };
   /** Removed right after bootstrap (docs, man pages, locales...), as osbuilder's build_rootfs does. */
   prunePaths: readonly string[];
-  /** Where the package database is and how to read it, for the package list (SBOM). */
-  packageDatabase?: { path: string; parse(content: string): InstalledPackage[] };
 }
 
 /** mmdebstrap from a Debian-style archive. */
@@ -54,28 +46,4 @@ export interface DebianBootstrap {
 export interface ImageBootstrap {
   kind: "image";
   image(release: string): string;
-}
-
-/** Parses dpkg's status file: every installed package with name, version and architecture. */
-export function parseDpkgStatus(content: string): InstalledPackage[] {
-  const packages: InstalledPackage[] = [];
-  for (const block of content.split(/\n\n+/)) {
-    const field = (name: string): string | undefined => new RegExp(`^${name}: (.*)$`, "m").exec(block)?.[1]?.trim();
-    const status = field("Status");
-    const name = field("Package");
-    if (!name || !status?.endsWith(" installed")) continue;
-    packages.push({ name, version: field("Version") ?? "", architecture: field("Architecture") ?? "" });
-  }
-  return packages.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-}
-
-/** Parses apk's installed database (P: name, V: version, A: arch). */
-export function parseApkInstalled(content: string): InstalledPackage[] {
-  const packages: InstalledPackage[] = [];
-  for (const block of content.split(/\n\n+/)) {
-    const field = (key: string): string | undefined => new RegExp(`^${key}:(.*)$`, "m").exec(block)?.[1]?.trim();
-    const name = field("P");
-    if (name) packages.push({ name, version: field("V") ?? "", architecture: field("A") ?? "" });
-  }
-  return packages.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }

@@ -20,6 +20,7 @@ export async function firstDifference(a: string, b: string): Promise<string | un
   if (dirA) return compareOciLayouts(a, b);
   if (sameBytes(a, b)) return undefined;
   const head = readAt(a, 0, 512);
+  if (head[0] === 0x7b /* "{": an SBOM or a provenance statement */) return compareLines(a, b);
   if (["gzip", "zstd"].includes(compressionOf(head)) || head.toString("latin1", 0, 6) === "070701") return compareCpio(a, b);
   if (head[510] === 0x55 && head[511] === 0xaa) return compareDiskImages(a, b);
   return `byte ${firstDifferingByte(a, b)} differs`;
@@ -147,6 +148,28 @@ function decompressed(file: string): Readable {
   if (compression === "gzip") return createReadStream(file).pipe(createGunzip());
   if (compression === "zstd") return spawn("zstd", ["-dc", file], { stdio: ["ignore", "pipe", "ignore"] }).stdout;
   return createReadStream(file);
+}
+
+/** The first line that differs between two text files. */
+function compareLines(a: string, b: string): string {
+  const [linesA, linesB] = [readFileSync(a, "utf8").split("\n"), readFileSync(b, "utf8").split("\n")];
+  const index = linesA.findIndex((line, at) => line !== linesB[at]);
+  const at = index < 0 ? linesA.length : index;
+  const show = (line: string | undefined): string => (line === undefined ? "(end of file)" : JSON.stringify(line.trim().slice(0, 160)));
+  return `line ${at + 1}: ${show(linesA[at])} vs ${show(linesB[at])}`;
+}
+
+/** What a provenance subject gives an output: its sha256, or for an OCI image layout its manifest's. */
+export async function outputDigest(path: string): Promise<string> {
+  if (statSync(path).isDirectory()) {
+    const index = JSON.parse(readFileSync(join(path, "index.json"), "utf8")) as { manifests?: Array<{ digest?: string }> };
+    const digest = index.manifests?.[0]?.digest;
+    if (typeof digest !== "string" || !/^sha256:[0-9a-f]{64}$/.test(digest)) throw new Error(`${path}/index.json names no sha256 manifest`);
+    return digest.slice("sha256:".length);
+  }
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest("hex");
 }
 
 // ---------------------------------------------------------------------------

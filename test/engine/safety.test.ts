@@ -161,7 +161,7 @@ describe("leftovers of killed builds", () => {
     writeFiles(dir, Object.fromEntries([...removed, ...kept].map((name) => [`out/${name}`, "partial"])));
     const result = await osbuild(["run", "--cache-dir", join(dir, "cache")], { cwd: dir });
     expect(result.code, result.stderr).toBe(0);
-    expect(readdirSync(join(dir, "out")).sort()).toEqual([...kept, "initrd"].sort());
+    expect(readdirSync(join(dir, "out")).sort()).toEqual([...kept, "initrd", "initrd.spdx.json", "initrd.intoto.json"].sort());
   });
 });
 

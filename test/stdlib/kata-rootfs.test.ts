@@ -131,7 +131,7 @@ describe("Kata rootfs on Debian bookworm", () => {
     expect(readlinkSync(join(agentTree, "dev/fd"))).toBe("/proc/self/fd");
   });
 
-  it("writes osbuilder.yaml as osbuilder's create_summary_file, and a package list", () => {
+  it("writes osbuilder.yaml as osbuilder's create_summary_file, and the installed packages into the SBOM, not the image", () => {
     const yaml = readFileSync(join(agentTree, "var/lib/osbuilder/osbuilder.yaml"), "utf8");
     const version = (JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { version: string }).version;
     expect(yaml).toBe(
@@ -165,11 +165,12 @@ describe("Kata rootfs on Debian bookworm", () => {
         "",
       ].join("\n"),
     );
-    const list = JSON.parse(readFileSync(join(agentTree, "var/lib/osbuilder/packages.json"), "utf8")) as { packages: Array<{ name: string; version: string; architecture: string }> };
-    const chrony = list.packages.find((entry) => entry.name === "chrony");
-    expect(chrony?.architecture).toBe("amd64");
-    expect(chrony?.version).toMatch(/^4\./);
-    for (const name of ["iptables", "dbus", "libseccomp2", "base-files"]) expect(list.packages.some((entry) => entry.name === name)).toBe(true);
+    expect(readdirSync(join(agentTree, "var/lib/osbuilder")).sort()).toEqual(["base.json", "osbuilder.yaml"]);
+    const sbom = JSON.parse(readFileSync(join(project, "out/initrd.spdx.json"), "utf8")) as { packages: Array<{ name: string; versionInfo?: string; externalRefs?: Array<{ referenceLocator: string }> }> };
+    const chrony = sbom.packages.find((entry) => entry.name === "chrony");
+    expect(chrony?.versionInfo).toMatch(/^4\./);
+    expect(chrony?.externalRefs?.[0]?.referenceLocator).toMatch(/^pkg:deb\/debian\/chrony@4\.\S+\?arch=amd64&distro=debian-12$/);
+    for (const name of ["iptables", "dbus", "libseccomp2", "base-files"]) expect(sbom.packages.some((entry) => entry.name === name)).toBe(true);
   });
 
   it("rebuilds only installAgent and what follows when the agent changes", async () => {
@@ -225,7 +226,7 @@ export default defineConfig({
     const theirs = listing(reference);
     const ours = listing(agentTree);
     const missing = [...theirs.keys()].filter((path) => !ours.has(path));
-    // osbuilder's script leaves var/lib/osbuilder with only its yaml; ours also has the package list.
+    // osbuilder's script leaves var/lib/osbuilder with only its yaml; ours also has base.json.
     expect(missing).toEqual([]);
     const different = [...theirs]
       .filter(([path, meta]) => ours.get(path) !== meta)
@@ -234,7 +235,7 @@ export default defineConfig({
       .map(([path, meta]) => `${path}: theirs ${meta}, ours ${ours.get(path)}`);
     expect(different).toEqual([]);
     const extra = [...ours.keys()].filter((path) => !theirs.has(path)).sort();
-    expect(extra).toEqual(expect.arrayContaining(["init", "var/lib/osbuilder/packages.json", "var/lib/osbuilder/base.json"]));
+    expect(extra).toEqual(expect.arrayContaining(["init", "var/lib/osbuilder/base.json"]));
   }, 600_000);
 
   describe("with systemd as init", () => {
