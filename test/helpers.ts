@@ -1,7 +1,7 @@
 // Shared test helpers: temporary projects and running the real `osbuild` command.
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,6 +9,12 @@ import { afterAll } from "vitest";
 
 export const REPO = fileURLToPath(new URL("..", import.meta.url));
 export const OSBUILD = join(REPO, "bin", "osbuild.js");
+/**
+ * The workplace's shared/ folder (the real osbuilder, the SPDX schema): $OSBUILD_SHARED, else
+ * beside the checkout, else /work/shared (CI may clone the repository anywhere on the machine).
+ */
+export const SHARED = [process.env.OSBUILD_SHARED, join(REPO, "..", "shared"), "/work/shared"].find((dir): dir is string => dir !== undefined && existsSync(join(dir, "osbuilder"))) ?? join(REPO, "..", "shared");
+
 /** osbuild's test agent, built by the global set-up (as scripts/setup.sh builds it). */
 export const AGENT = join(REPO, "build/agent/kata-agent");
 
