@@ -18,7 +18,7 @@ export class MissingToolError extends Error {
   }
 }
 
-/** Where `command` is found on PATH (or the path itself, when it has a slash), if anywhere. */
+/** Where `command` is found in TOOL_PATH (or the path itself, when it has a slash), if anywhere. */
 export function findOnPath(command: string): string | undefined {
   if (command.includes("/")) return existsSync(command) ? command : undefined;
   for (const dir of TOOL_PATH.split(delimiter)) {

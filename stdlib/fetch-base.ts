@@ -12,6 +12,7 @@ import { BASE_FACTS_PATH, type BaseFacts } from "./facts.js";
 import { ociArchitecture } from "../formats/oci.js";
 import { pullImage, RegistryError } from "./oci/registry.js";
 import { packageNameProblem } from "./distros/package-names.js";
+import { mmdebstrapRequirements, sandboxRequirements } from "./machine.js";
 import { runInTree } from "./sandbox.js";
 
 /** mmdebstrap's variants (its --variant). */
@@ -79,6 +80,12 @@ export const fetchBase = defineStep({
       return [{ command: "mmdebstrap", package: "mmdebstrap" }];
     }
     return [];
+  },
+  requirements(options: FetchBaseOptions, machine) {
+    if (options.distro === undefined) return []; // an image, a directory or a tarball is only unpacked
+    // An image bootstrap installs the packages by running the image's package manager.
+    if (options.image !== undefined || findDistro(options.distro)?.bootstrap.kind === "image") return sandboxRequirements(machine);
+    return mmdebstrapRequirements(machine);
   },
   validate(options: FetchBaseOptions) {
     const sources = (["distro", "image", "directory", "tarball"] as const).filter((name) => options[name] !== undefined);

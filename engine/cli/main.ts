@@ -3,15 +3,17 @@
 import { availableParallelism, homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { Build, type BuildSettings } from "../build.js";
-import { checkConfig, loadConfig, machineArch, resolveConfigPath, type LoadedConfig } from "../config/load.js";
+import type { BuildSettings } from "../build.js";
+import type { LoadedConfig } from "../config/load.js";
 import { registeredNodes } from "../define.js";
 import { ConfigError, StepError, errorMessage, formatLocation } from "../errors.js";
-import { buildGraph, renderDot, renderMermaid } from "../graph.js";
 import type { CommandContext, CommandSpec } from "../types.js";
-import { cacheCommand } from "./cache.js";
-import { explainStep } from "./explain.js";
 import { jsonSink, plainSink, terminalSink } from "./progress.js";
+
+// The build, the store (cacache) and the config loader are imported by the commands that
+// use them, so that `--version`, `--help`, `init` and the like start without them.
+const importBuild = (): Promise<typeof import("../build.js")> => import("../build.js");
+const importLoader = (): Promise<typeof import("../config/load.js")> => import("../config/load.js");
 
 const USAGE = `usage: osbuild <command> [options]
 
@@ -21,6 +23,7 @@ commands:
   graph               print the build graph (--format dot|mermaid)
   explain STEP        why STEP is cached or will rebuild
   cache ls|verify|prune   inspect, check or trim the cache
+  doctor              check that this machine has what the config's steps need
 
 options:
   --config FILE       the config (default ./osbuild.config.ts)
@@ -32,6 +35,8 @@ options:
   --keep-going        keep building independent steps after a failure
   --verbose           show step logs as they come
 `;
+
+const BUILTIN_COMMANDS = ["run", "check", "graph", "explain", "cache", "doctor"];
 
 const OPTIONS = {
   config: { type: "string" },
@@ -84,13 +89,21 @@ export async function main(argv: readonly string[], commands: readonly CommandSp
         return await check(values);
       case "graph":
         return await graph(values);
-      case "explain":
+      case "explain": {
         if (rest.length !== 1) throw new ConfigError("explain needs exactly one step id: osbuild explain STEP");
+        const { explainStep } = await import("./explain.js");
         return await explainStep(await load(values), rest[0]!, settingsOf(values, await load(values)));
-      case "cache":
+      }
+      case "cache": {
+        const { cacheCommand } = await import("./cache.js");
         return await cacheCommand(rest, cacheDirOf(values), { all: values.all ?? false, olderThanDays: values["older-than"] });
+      }
+      case "doctor": {
+        const { doctor } = await import("./doctor.js");
+        return await doctor(await load(values));
+      }
       default:
-        throw new ConfigError(`unknown command '${command}'`, undefined, `commands: ${["run", "check", "graph", "explain", "cache", ...commands.map((item) => item.name)].join(", ")}`);
+        throw new ConfigError(`unknown command '${command}'`, undefined, `commands: ${[...BUILTIN_COMMANDS, ...commands.map((item) => item.name)].join(", ")}`);
     }
   } catch (error) {
     return reportError(error);
@@ -121,6 +134,7 @@ function commandContext(values: Values): CommandContext {
       return [...(await load(values)).graph.targets.keys()];
     },
     async build(targets, overrides) {
+      const { Build } = await importBuild();
       const config = await load(values);
       const settings = { ...settingsOf(values, config), ...(overrides?.outDir ? { outDir: overrides.outDir } : {}), ...(overrides?.cacheDir ? { cacheDir: overrides.cacheDir } : {}) };
       const names = targets && targets.length > 0 ? [...targets] : [...config.graph.targets.keys()];
@@ -129,6 +143,7 @@ function commandContext(values: Values): CommandContext {
       return { ok: result.ok, outputs: result.outputs };
     },
     async buildArtifacts(name, makeTargets) {
+      const [{ Build }, { buildGraph }, { machineArch }] = await Promise.all([importBuild(), import("../graph.js"), importLoader()]);
       const targets = makeTargets();
       const graph = buildGraph(targets, registeredNodes());
       const settings: BuildSettings = {
@@ -165,6 +180,7 @@ function parseSets(values: Values): Array<[string, string]> {
 const loaded = new Map<string, Promise<LoadedConfig>>();
 
 async function load(values: Values): Promise<LoadedConfig> {
+  const { checkConfig, loadConfig, resolveConfigPath } = await importLoader();
   const file = resolveConfigPath(values.config);
   let pending = loaded.get(file);
   if (!pending) {
@@ -207,6 +223,7 @@ async function runCommand(values: Values, targetNames: string[]): Promise<number
   }
   checkTargets(config, targetNames);
   const settings = settingsOf(values, config);
+  const { Build } = await importBuild();
   const terminal = !json && process.stderr.isTTY ? terminalSink() : undefined;
   const sink = json ? jsonSink() : (terminal?.sink ?? plainSink());
   try {
@@ -228,6 +245,7 @@ async function graph(values: Values): Promise<number> {
   const config = await load(values);
   const format = values.format ?? "dot";
   if (format !== "dot" && format !== "mermaid") throw new ConfigError(`--format ${format}: expected dot or mermaid`);
+  const { renderDot, renderMermaid } = await import("../graph.js");
   process.stdout.write(format === "dot" ? renderDot(config.graph) : renderMermaid(config.graph));
   return 0;
 }
