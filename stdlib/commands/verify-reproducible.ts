@@ -5,16 +5,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConfigError, defineCommand } from "../../engine/index.js";
+import { ConfigError, type CommandSpec } from "../../engine/index.js";
 import { firstDifference } from "../reproducibility/compare.js";
 
-export const verifyReproducibleCommand = defineCommand({
-  name: "verify-reproducible",
-  summary: "build twice from empty caches and compare the outputs byte for byte",
-  usage: "verify-reproducible [TARGET...] [--keep]",
-  options: {
-    keep: { type: "boolean", description: "keep both builds' caches and outputs for inspection" },
-  },
+/** What `osbuild verify-reproducible` does; its name and options are in ./index.ts. */
+export const verifyReproducible: Pick<CommandSpec, "run"> = {
   async run(args, options, ctx) {
     const targets = args.length > 0 ? [...args] : await ctx.targetNames();
     const work = mkdtempSync(join(tmpdir(), "osbuild-reproducible-"));
@@ -42,4 +37,4 @@ export const verifyReproducibleCommand = defineCommand({
       else rmSync(work, { recursive: true, force: true });
     }
   },
-});
+};
