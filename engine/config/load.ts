@@ -2,7 +2,7 @@
 // applies parameters and builds the graph. Every problem is a ConfigError with a position.
 
 import { existsSync } from "node:fs";
-import { register } from "node:module";
+import { createRequire, register } from "node:module";
 import { arch as hostArch } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -48,7 +48,7 @@ export function resolveConfigPath(file: string | undefined): string {
 export async function checkConfig(file: string, cacheDir: string): Promise<void> {
   const diagnostics = await typecheckConfig(file, {
     osbuildTypes: join(DIST_DIR, "index.d.ts"),
-    typeRoots: [join(PACKAGE_DIR, "node_modules", "@types")],
+    typeRoots: [nodeTypesRoot()],
     memoFile: join(cacheDir, "memo", "typecheck.json"),
   });
   if (diagnostics.length > 0) {
@@ -58,6 +58,18 @@ export async function checkConfig(file: string, cacheDir: string): Promise<void>
       undefined,
       diagnostics.map((diagnostic) => formatDiagnostic(diagnostic)),
     );
+  }
+}
+
+/**
+ * The @types directory holding @types/node, wherever npm put it: inside this package in a
+ * checkout, or hoisted beside it when osbuild is installed in a project.
+ */
+function nodeTypesRoot(): string {
+  try {
+    return dirname(dirname(createRequire(import.meta.url).resolve("@types/node/package.json")));
+  } catch {
+    return join(PACKAGE_DIR, "node_modules", "@types");
   }
 }
 
