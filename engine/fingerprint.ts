@@ -6,7 +6,8 @@
 import { createHash } from "node:crypto";
 import { lstatSync, readdirSync, readlinkSync, statSync, type Stats } from "node:fs";
 import { join } from "node:path";
-import { hashFileSync, hexOf, readMemoFile, writeMemoFile } from "./store.js";
+import { readMemoFile, writeMemoFile } from "./memo.js";
+import { hashFileSync, hexOf } from "./store.js";
 
 export interface Fingerprint {
   type: "file" | "dir";

@@ -10,7 +10,8 @@ import type { BuildContext, BuildSettings, StoredArtifact } from "./build.js";
 import type { EventSink } from "./events.js";
 import { CorruptContentError } from "./errors.js";
 import { sha256Hex } from "./key.js";
-import { hashFile, hexOf, ownedName, readMemoFile, removeLeftovers, writeMemoFile } from "./store.js";
+import { readMemoFile, writeMemoFile } from "./memo.js";
+import { hashFile, hexOf, ownedName, removeLeftovers } from "./store.js";
 
 interface OutputState {
   digest: string;

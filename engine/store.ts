@@ -7,7 +7,7 @@
 // that relies on cacache's documented on-disk layout (content-v2/<algo>/<2>/<2>/<rest>).
 
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { chmod, mkdir, open, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Transform, type Readable } from "node:stream";
@@ -314,39 +314,4 @@ export async function hashFile(file: string): Promise<Digest> {
     await handle.close();
   }
   return `sha256:${hash.digest("hex")}` as Digest;
-}
-
-/** Writes a file atomically: temp file in the same directory, then rename. */
-export function replaceFileSync(path: string, write: (tempPath: string) => void): void {
-  const temp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  try {
-    write(temp);
-    renameSync(temp, path);
-  } catch (error) {
-    try {
-      unlinkSync(temp);
-    } catch {
-      /* already gone */
-    }
-    throw error;
-  }
-}
-
-/** A JSON memo file's value, or `fallback` when it is missing or damaged: a memo only saves work. */
-export function readMemoFile<T>(path: string, fallback: T): T {
-  try {
-    return JSON.parse(readFileSync(path, "utf8")) as T;
-  } catch {
-    return fallback;
-  }
-}
-
-/** Saves a JSON memo atomically; failing to only costs the work it would have saved. */
-export function writeMemoFile(path: string, value: unknown): void {
-  try {
-    mkdirSync(dirname(path), { recursive: true });
-    replaceFileSync(path, (temp) => writeFileSync(temp, JSON.stringify(value)));
-  } catch {
-    /* only an optimization */
-  }
 }

@@ -4,7 +4,7 @@
 import { spawnSync } from "node:child_process";
 import { accessSync, constants, existsSync, realpathSync, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
-import { readMemoFile, writeMemoFile } from "./store.js";
+import { readMemoFile, writeMemoFile } from "./memo.js";
 import type { ToolSpec } from "./types.js";
 import { TOOL_PATH, toolEnvironment } from "./tool-environment.js";
 
@@ -18,7 +18,8 @@ export class MissingToolError extends Error {
   }
 }
 
-function findOnPath(command: string): string | undefined {
+/** Where `command` is found in TOOL_PATH (or the path itself, when it has a slash), if anywhere. */
+export function findOnPath(command: string): string | undefined {
   if (command.includes("/")) return existsSync(command) ? command : undefined;
   for (const dir of TOOL_PATH.split(delimiter)) {
     if (!dir) continue;

@@ -163,6 +163,36 @@ export interface ToolSpec {
   package: string;
 }
 
+/** The machine a build runs on, as a step's `requirements` see it. */
+export interface BuildMachine {
+  /** The architecture the artifacts are for. */
+  readonly arch: Arch;
+  /** The build machine's own architecture. */
+  readonly hostArch: Arch;
+  /** Whether the build runs as root. */
+  readonly root: boolean;
+}
+
+/**
+ * Something a step needs of the build machine besides its programs (user namespaces,
+ * subordinate ids, emulation of another architecture), checked by `osbuild doctor`.
+ */
+export interface MachineRequirement {
+  /** What is needed, e.g. "user namespaces". Requirements with the same name are checked once. */
+  readonly name: string;
+  /** Looks at the machine: undefined when the requirement is met, else what is wrong. */
+  check(): MachineProblem | undefined;
+}
+
+export interface MachineProblem {
+  /** What is wrong, e.g. "no range for ci in /etc/subuid". */
+  readonly problem: string;
+  /** What to do about it, as a command when there is one. */
+  readonly fix: string;
+  /** Debian packages that are part of the fix (they join doctor's apt-get line). */
+  readonly packages?: readonly string[];
+}
+
 /** What a step produces: a rootfs, one blob, or several named blobs. */
 export type OutputSpec = "rootfs" | "blob" | { readonly blobs: readonly string[] };
 
@@ -198,6 +228,8 @@ export interface StepSpec<Options, Inputs extends readonly ArtifactKind[], Outpu
   hostPaths?: readonly PathOptionKeys<Options>[];
   /** Programs the step runs; checked before the build starts, versions go into the key. */
   tools?: readonly ToolSpec[] | ((options: Options) => readonly ToolSpec[]);
+  /** What the step needs of the machine besides its tools; `osbuild doctor` checks them. */
+  requirements?: (options: Options, machine: BuildMachine) => readonly MachineRequirement[];
   /** Checks options when the config is evaluated; return an error message to reject them. */
   validate?: (options: Options) => string | undefined;
   /** Does the work. Must be deterministic given its options, inputs and tools. */

@@ -46,11 +46,8 @@ if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-loc
   npm ci --no-audit --no-fund
 fi
 
-newest_source=$(find index.ts cli.ts engine stdlib formats bench tsconfig.json -newer dist/index.js -print -quit 2>/dev/null || echo rebuild)
-if [[ ! -f dist/index.js || -n $newest_source ]]; then
-  echo "setup: compiling osbuild"
-  npx tsc -p tsconfig.json
-fi
+echo "setup: compiling osbuild (when the sources changed)"
+npx tsc -b tsconfig.json
 
 if [[ ! -x build/agent/kata-agent || agent/test-agent.c -nt build/agent/kata-agent ]]; then
   echo "setup: building the test agent (build/agent/kata-agent)"

@@ -15,6 +15,7 @@ import { packageNameProblem } from "./distros/package-names.js";
 import { readAptLists } from "./bootstrap/apt-lists.js";
 import { recordInstalledPackages } from "./packages/index.js";
 import { DPKG_STATUS, parseDpkgStatus } from "./packages/dpkg.js";
+import { mmdebstrapRequirements, sandboxRequirements } from "./machine.js";
 import { runInTree } from "./sandbox.js";
 
 /** mmdebstrap's variants (its --variant). */
@@ -85,6 +86,12 @@ export const fetchBase = defineStep({
       ];
     }
     return [];
+  },
+  requirements(options: FetchBaseOptions, machine) {
+    if (options.distro === undefined) return []; // an image, a directory or a tarball is only unpacked
+    // An image bootstrap installs the packages by running the image's package manager.
+    if (options.image !== undefined || findDistro(options.distro)?.bootstrap.kind === "image") return sandboxRequirements(machine);
+    return mmdebstrapRequirements(machine);
   },
   validate(options: FetchBaseOptions) {
     const sources = (["distro", "image", "directory", "tarball"] as const).filter((name) => options[name] !== undefined);

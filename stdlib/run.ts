@@ -5,6 +5,7 @@
 
 import { defineStep } from "../engine/index.js";
 import { recordInstalledPackages } from "./packages/index.js";
+import { sandboxRequirements } from "./machine.js";
 import { runInTree } from "./sandbox.js";
 
 export interface RunOptions {
@@ -28,6 +29,7 @@ export const run = defineStep({
     { command: "unshare", package: "util-linux" },
     { command: "setpriv", package: "util-linux" },
   ],
+  requirements: (_options: RunOptions, machine) => sandboxRequirements(machine),
   validate(options: RunOptions) {
     if (typeof options.script !== "string" || options.script.trim() === "") return "script must be a non-empty shell script";
     return undefined;

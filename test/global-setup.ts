@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 
 export default function setup(): void {
   const repo = fileURLToPath(new URL("..", import.meta.url));
-  const build = spawnSync("npx", ["tsc", "-p", "tsconfig.json"], { cwd: repo, encoding: "utf8" });
+  const build = spawnSync("npx", ["tsc", "-b", "tsconfig.json"], { cwd: repo, encoding: "utf8" });
   if (build.status !== 0) throw new Error(`compiling osbuild failed:\n${build.stdout}${build.stderr}`);
   const agent = join(repo, "build/agent/kata-agent");
   const source = join(repo, "agent/test-agent.c");

@@ -59,8 +59,16 @@ export interface RunOptions {
 export const NOBODY = 65534;
 
 export function osbuild(args: string[], options: RunOptions): Promise<RunResult> {
+  return finished(startOsbuild(args, options));
+}
+
+/** Runs any program to its end, collecting its output. */
+export function run(command: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv }): Promise<RunResult> {
+  return finished(spawn(command, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: ["ignore", "pipe", "pipe"] }));
+}
+
+function finished(child: ChildProcess): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = startOsbuild(args, options);
     let stdout = "";
     let stderr = "";
     child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()));

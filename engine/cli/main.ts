@@ -3,19 +3,20 @@
 import { availableParallelism, homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { Build, BuildContext, neededSteps, type BuildSettings } from "../build.js";
-import { checkConfig, loadConfig, machineArch, resolveConfigPath, type LoadedConfig } from "../config/load.js";
+import type { BuildSettings } from "../build.js";
+import type { LoadedConfig } from "../config/load.js";
 import { registeredNodes } from "../define.js";
 import { ConfigError, StepError, errorMessage, formatLocation } from "../errors.js";
-import { buildGraph, renderDot, renderMermaid } from "../graph.js";
 import type { BuildOverrides, CommandContext, CommandSpec } from "../types.js";
-import { displayPathFor } from "../provenance/attestations.js";
-import { configInputs, hostInputs, type Invocation } from "../provenance/slsa.js";
-import { whyCommand } from "./why.js";
-import { cacheCommand } from "./cache.js";
-import { explainStep } from "./explain.js";
+import { displayPathFor } from "../provenance/display-path.js";
+import type { Invocation } from "../provenance/slsa.js";
 import { jsonSink, plainSink, terminalSink } from "./progress.js";
 import { OSBUILD_VERSION } from "../version.js";
+
+// The build, the store (cacache) and the config loader are imported by the commands that
+// use them, so that `--version`, `--help`, `init` and the like start without them.
+const importBuild = (): Promise<typeof import("../build.js")> => import("../build.js");
+const importLoader = (): Promise<typeof import("../config/load.js")> => import("../config/load.js");
 
 const USAGE = `usage: osbuild <command> [options]
 
@@ -26,6 +27,7 @@ commands:
   explain STEP        why STEP is cached or will rebuild
   why TARGET PATH     which steps put PATH into TARGET, from what (--json: one object)
   cache ls|verify|prune   inspect, check or trim the cache
+  doctor              check that this machine has what the config's steps need
 
 options:
   --config FILE       the config (default ./osbuild.config.ts)
@@ -39,6 +41,8 @@ options:
   --no-sbom           run: no <target>.spdx.json beside the outputs
   --no-provenance     run: no <target>.intoto.json beside the outputs
 `;
+
+const BUILTIN_COMMANDS = ["run", "check", "graph", "explain", "why", "cache", "doctor"];
 
 const OPTIONS = {
   config: { type: "string" },
@@ -93,16 +97,26 @@ export async function main(argv: readonly string[], commands: readonly CommandSp
         return await check(values);
       case "graph":
         return await graph(values);
-      case "explain":
+      case "explain": {
         if (rest.length !== 1) throw new ConfigError("explain needs exactly one step id: osbuild explain STEP");
+        const { explainStep } = await import("./explain.js");
         return await explainStep(await load(values), rest[0]!, settingsOf(values, await load(values)));
-      case "why":
+      }
+      case "why": {
         if (rest.length !== 2) throw new ConfigError("why needs a target and a path: osbuild why TARGET PATH (e.g. osbuild why image /usr/bin/kata-agent)");
+        const { whyCommand } = await import("./why.js");
         return await whyCommand(await load(values), rest[0]!, rest[1]!, settingsOf(values, await load(values)), values.json ?? false);
-      case "cache":
+      }
+      case "cache": {
+        const { cacheCommand } = await import("./cache.js");
         return await cacheCommand(rest, cacheDirOf(values), { all: values.all ?? false, olderThanDays: values["older-than"] });
+      }
+      case "doctor": {
+        const { doctor } = await import("./doctor.js");
+        return await doctor(await load(values));
+      }
       default:
-        throw new ConfigError(`unknown command '${command}'`, undefined, `commands: ${["run", "check", "graph", "explain", "why", "cache", ...commands.map((item) => item.name)].join(", ")}`);
+        throw new ConfigError(`unknown command '${command}'`, undefined, `commands: ${[...BUILTIN_COMMANDS, ...commands.map((item) => item.name)].join(", ")}`);
     }
   } catch (error) {
     return reportError(error);
@@ -133,11 +147,13 @@ function commandContext(values: Values): CommandContext {
       return [...(await load(values)).graph.targets.keys()];
     },
     async build(targets, overrides) {
+      const { Build } = await importBuild();
       const { config, settings, names } = await overridden(values, targets, overrides);
       const result = await new Build(config.graph, settings, quietSink).run(names);
       return { ok: result.ok, outputs: result.outputs, attestations: result.attestations };
     },
     async buildInputs(targets, overrides) {
+      const [{ BuildContext, neededSteps }, { configInputs, hostInputs }] = await Promise.all([importBuild(), import("../provenance/slsa.js")]);
       const { config, settings, names } = await overridden(values, targets, overrides);
       const context = new BuildContext(settings);
       const needed = neededSteps(config.graph, names.map((name) => config.graph.targets.get(name)!.from));
@@ -145,6 +161,7 @@ function commandContext(values: Values): CommandContext {
       return [...configInputs(settings.attest!.invocation), ...hostInputs(steps)];
     },
     async buildArtifacts(name, makeTargets) {
+      const [{ Build }, { buildGraph }, { machineArch }] = await Promise.all([importBuild(), import("../graph.js"), importLoader()]);
       const targets = makeTargets();
       const graph = buildGraph(targets, registeredNodes());
       const settings: BuildSettings = {
@@ -196,6 +213,7 @@ const loaded = new Map<string, Promise<LoadedConfig>>();
 
 /** The config (type-checked once per process), with the command line's --set, or other values given. */
 async function load(values: Values, instead?: { sets: Array<[string, string]>; sourceDateEpoch: number | undefined }): Promise<LoadedConfig> {
+  const { checkConfig, loadConfig, resolveConfigPath } = await importLoader();
   const file = resolveConfigPath(values.config);
   const sets = instead?.sets ?? parseSets(values);
   const memoKey = JSON.stringify([file, sets, instead?.sourceDateEpoch ?? null]);
@@ -254,6 +272,7 @@ async function runCommand(values: Values, targetNames: string[]): Promise<number
   }
   checkTargets(config, targetNames);
   const settings = settingsOf(values, config);
+  const { Build } = await importBuild();
   const terminal = !json && process.stderr.isTTY ? terminalSink() : undefined;
   const sink = json ? jsonSink() : (terminal?.sink ?? plainSink());
   try {
@@ -275,6 +294,7 @@ async function graph(values: Values): Promise<number> {
   const config = await load(values);
   const format = values.format ?? "dot";
   if (format !== "dot" && format !== "mermaid") throw new ConfigError(`--format ${format}: expected dot or mermaid`);
+  const { renderDot, renderMermaid } = await import("../graph.js");
   process.stdout.write(format === "dot" ? renderDot(config.graph) : renderMermaid(config.graph));
   return 0;
 }

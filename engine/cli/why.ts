@@ -7,7 +7,7 @@ import type { LoadedConfig } from "../config/load.js";
 import { camelCase } from "../define.js";
 import { ConfigError, formatLocation } from "../errors.js";
 import type { Edge } from "../graph.js";
-import { displayPathFor } from "../provenance/attestations.js";
+import { displayPathFor } from "../provenance/display-path.js";
 import { lineageOf, type StepRef } from "../provenance/lineage.js";
 import { pathHistory, type FinalEntry, type Origin, type PathHistory } from "../provenance/path-history.js";
 import { readProvenance } from "../provenance/record.js";

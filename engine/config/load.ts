@@ -3,7 +3,7 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { sha256Hex } from "../key.js";
-import { register } from "node:module";
+import { createRequire, register } from "node:module";
 import { arch as hostArch } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -54,7 +54,7 @@ export function resolveConfigPath(file: string | undefined): string {
 export async function checkConfig(file: string, cacheDir: string): Promise<Record<string, string>> {
   const { diagnostics, files } = await typecheckConfig(file, {
     osbuildTypes: join(DIST_DIR, "index.d.ts"),
-    typeRoots: [join(PACKAGE_DIR, "node_modules", "@types")],
+    typeRoots: [nodeTypesRoot()],
     memoFile: join(cacheDir, "memo", "typecheck.json"),
   });
   if (diagnostics.length > 0) {
@@ -66,6 +66,18 @@ export async function checkConfig(file: string, cacheDir: string): Promise<Recor
     );
   }
   return Object.fromEntries(Object.entries(files).filter(([path]) => !path.includes("/node_modules/")));
+}
+
+/**
+ * The @types directory holding @types/node, wherever npm put it: inside this package in a
+ * checkout, or hoisted beside it when osbuild is installed in a project.
+ */
+function nodeTypesRoot(): string {
+  try {
+    return dirname(dirname(createRequire(import.meta.url).resolve("@types/node/package.json")));
+  } catch {
+    return join(PACKAGE_DIR, "node_modules", "@types");
+  }
 }
 
 export interface LoadOptions {

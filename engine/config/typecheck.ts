@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
-import { readMemoFile, writeMemoFile } from "../store.js";
+import { readMemoFile, writeMemoFile } from "../memo.js";
 
 export interface ConfigDiagnostic {
   file?: string;

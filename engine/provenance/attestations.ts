@@ -5,14 +5,15 @@
 
 import { createHash } from "node:crypto";
 import { renameSync, rmSync, writeFileSync } from "node:fs";
-import { join, relative, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { neededSteps, type ActionRecord, type BuildContext, type PreparedStep, type StoredArtifact } from "../build.js";
 import type { EventSink } from "../events.js";
 import type { BuildGraph } from "../graph.js";
 import { RootfsInputImpl } from "../inputs.js";
 import { canonicalJson, sha256Hex } from "../key.js";
 import { ociDocuments, statKey } from "../outputs.js";
-import { hexOf, ownedName, readMemoFile, writeMemoFile } from "../store.js";
+import { hexOf, ownedName } from "../store.js";
+import { readMemoFile, writeMemoFile } from "../memo.js";
 import type { Attestations } from "../types.js";
 import { OSBUILD_VERSION } from "../version.js";
 import { lineageOf, type Lineage } from "./lineage.js";
@@ -31,15 +32,6 @@ const DOCUMENT_SCHEMA = 1;
 
 export const SBOM_SUFFIX = ".spdx.json";
 export const PROVENANCE_SUFFIX = ".intoto.json";
-
-/** A host path as SBOMs and provenance show it: relative to the config's directory when inside it. */
-export function displayPathFor(configFile: string): (path: string) => string {
-  const configDir = resolve(configFile, "..");
-  return (path) => {
-    const inside = relative(configDir, path);
-    return inside !== "" && !inside.startsWith("..") && !inside.startsWith("/") ? inside : path;
-  };
-}
 
 interface State {
   [path: string]: { key: string; stat: string };

@@ -3,7 +3,7 @@
 
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { ConfigError, defineCommand, type CommandContext } from "../../engine/index.js";
+import { ConfigError, type CommandContext, type CommandSpec } from "../../engine/index.js";
 import { addKernelModules } from "../add-kernel-modules.js";
 import { fetchBase } from "../fetch-base.js";
 import { mkCpio } from "../mk-cpio.js";
@@ -12,20 +12,8 @@ import { parseMbr } from "../../formats/mbr.js";
 import { BOOT_MODULES, writeBootTree } from "../boot/boot-initrd.js";
 import { runQemu, type QemuBoot } from "../boot/qemu.js";
 
-export const bootCommand = defineCommand({
-  name: "boot",
-  summary: "boot an initrd or disk image in QEMU (TARGET: a target of the config, or a file)",
-  usage: "boot TARGET [--expect TEXT] [--kernel PATH] [--timeout S] [--nvdimm]",
-  options: {
-    kernel: { type: "string", description: "kernel to boot (default: the newest /boot/vmlinuz-*)" },
-    modules: { type: "string", description: "modules of that kernel for a disk image's boot initrd (default: /lib/modules/<its version>)" },
-    expect: { type: "string", description: "succeed as soon as this text appears on the console" },
-    timeout: { type: "string", description: "seconds before giving up (default 180)" },
-    memory: { type: "string", description: "guest memory in MiB (default 1024)" },
-    append: { type: "string", description: "more kernel command-line arguments" },
-    nvdimm: { type: "boolean", description: "attach a disk image as a read-only NVDIMM, as Kata does on x86 (DAX)" },
-    accel: { type: "string", description: "tcg, kvm or auto (default auto: KVM when it works here)" },
-  },
+/** What `osbuild boot` does; its name and options are in ./index.ts. */
+export const boot: Pick<CommandSpec, "run"> = {
   async run(args, options, ctx) {
     if (args.length !== 1) throw new ConfigError("boot needs one target name or file: osbuild boot TARGET");
     const file = await artifactPath(args[0]!, ctx);
@@ -73,7 +61,7 @@ export const bootCommand = defineCommand({
     else ctx.log(`\nosbuild boot: the guest stopped (qemu exit ${result.exitCode})${expect ? ` without printing "${expect}"` : ""}`);
     return 1;
   },
-});
+};
 
 /** A target of the config is built first; anything else must be a file. */
 async function artifactPath(name: string, ctx: CommandContext): Promise<string> {

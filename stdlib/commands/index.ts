@@ -1,7 +1,50 @@
-// The subcommands the standard library adds to `osbuild`.
+// The subcommands the standard library adds to `osbuild`: their names, usage and options
+// here, their code in a file each, imported only when the command runs (so that every
+// other command starts without it).
 
-import type { CommandSpec } from "../../engine/index.js";
-import { bootCommand } from "./boot.js";
-import { verifyReproducibleCommand } from "./verify-reproducible.js";
+import { defineCommand, type CommandSpec } from "../../engine/index.js";
+import { TEMPLATES, DEFAULT_TEMPLATE } from "../templates/index.js";
 
-export const stdlibCommands: readonly CommandSpec[] = [bootCommand, verifyReproducibleCommand];
+const later =
+  (load: () => Promise<Pick<CommandSpec, "run">>): CommandSpec["run"] =>
+  async (args, options, ctx) =>
+    (await load()).run(args, options, ctx);
+
+export const stdlibCommands: readonly CommandSpec[] = [
+  defineCommand({
+    name: "boot",
+    summary: "boot an initrd or disk image in QEMU (TARGET: a target of the config, or a file)",
+    usage: "boot TARGET [--expect TEXT] [--kernel PATH] [--timeout S] [--nvdimm]",
+    options: {
+      kernel: { type: "string", description: "kernel to boot (default: the newest /boot/vmlinuz-*)" },
+      modules: { type: "string", description: "modules of that kernel for a disk image's boot initrd (default: /lib/modules/<its version>)" },
+      expect: { type: "string", description: "succeed as soon as this text appears on the console" },
+      timeout: { type: "string", description: "seconds before giving up (default 180)" },
+      memory: { type: "string", description: "guest memory in MiB (default 1024)" },
+      append: { type: "string", description: "more kernel command-line arguments" },
+      nvdimm: { type: "boolean", description: "attach a disk image as a read-only NVDIMM, as Kata does on x86 (DAX)" },
+      accel: { type: "string", description: "tcg, kvm or auto (default auto: KVM when it works here)" },
+    },
+    run: later(async () => (await import("./boot.js")).boot),
+  }),
+  defineCommand({
+    name: "verify-reproducible",
+    summary: "build twice from empty caches and compare the outputs byte for byte (or rebuild what a provenance statement records)",
+    usage: "verify-reproducible [TARGET...] [--provenance FILE]... [--keep]",
+    options: {
+      keep: { type: "boolean", description: "keep the builds' caches and outputs for inspection" },
+      provenance: { type: "string", multiple: true, description: "a <target>.intoto.json: rebuild from the inputs it records and check its subjects" },
+    },
+    run: later(async () => (await import("./verify-reproducible.js")).verifyReproducible),
+  }),
+  defineCommand({
+    name: "init",
+    summary: "start a project in DIR (default .): an osbuild.config.ts from a template, tsconfig.json, package.json",
+    usage: "init [DIR] [--template NAME] [--force]",
+    options: {
+      template: { type: "string", description: `what to start from (default ${DEFAULT_TEMPLATE}):${TEMPLATES.map((template) => `\n${" ".repeat(26)}${template.name}: ${template.summary}`).join("")}` },
+      force: { type: "boolean", description: "overwrite the files the template writes (package.json is never overwritten)" },
+    },
+    run: later(async () => (await import("./init.js")).init),
+  }),
+];

@@ -13,18 +13,12 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { ConfigError, defineCommand, type BuiltOutputs, type CommandContext, type ResourceDescriptor } from "../../engine/index.js";
+import { ConfigError, type BuiltOutputs, type CommandContext, type CommandSpec, type ResourceDescriptor } from "../../engine/index.js";
 import { asProvenanceStatement, type ProvenanceStatement } from "../../formats/in-toto.js";
 import { firstDifference, outputDigest } from "../reproducibility/compare.js";
 
-export const verifyReproducibleCommand = defineCommand({
-  name: "verify-reproducible",
-  summary: "build twice from empty caches and compare the outputs byte for byte (or rebuild what a provenance statement records)",
-  usage: "verify-reproducible [TARGET...] [--provenance FILE]... [--keep]",
-  options: {
-    keep: { type: "boolean", description: "keep the builds' caches and outputs for inspection" },
-    provenance: { type: "string", multiple: true, description: "a <target>.intoto.json: rebuild from the inputs it records and check its subjects" },
-  },
+/** What `osbuild verify-reproducible` does; its name and options are in ./index.ts. */
+export const verifyReproducible: Pick<CommandSpec, "run"> = {
   async run(args, options, ctx) {
     const work = mkdtempSync(join(tmpdir(), "osbuild-reproducible-"));
     try {
@@ -39,7 +33,7 @@ export const verifyReproducibleCommand = defineCommand({
       else rmSync(work, { recursive: true, force: true });
     }
   },
-});
+};
 
 async function buildTwice(targets: string[], work: string, ctx: CommandContext): Promise<number> {
   const builds: BuiltOutputs[] = [];
