@@ -38,6 +38,9 @@ function treeRelative(path: string): string {
   return parts.join("/");
 }
 
+/** How many ids Tree.withShiftedOwners moves (a rootfs's users and groups live below 65536). */
+const MAPPED_IDS = 65536;
+
 export class StepTree implements Tree {
   constructor(
     readonly root: string,
@@ -52,12 +55,17 @@ export class StepTree implements Tree {
 
   async withShiftedOwners<T>(offset: number, fn: () => Promise<T>): Promise<T> {
     if (!this.asRoot) return fn();
-    if (!Number.isSafeInteger(offset) || offset < 65536 || offset + 65536 > 0xffffffff) throw new Error(`withShiftedOwners: ${offset} is not an id range above the host's own ids`);
-    await this.shiftOwners((id) => id + offset);
+    if (!Number.isSafeInteger(offset) || offset < MAPPED_IDS || offset + MAPPED_IDS > 0xffffffff) throw new Error(`withShiftedOwners: ${offset} is not an id range above the host's own ids`);
+    // Ids 0–65535 move up; others (unmapped inside, seen there as nobody) stay. For that to
+    // be undone exactly, no id may already be in the range they move to.
+    const inRange = (id: number): boolean => id >= offset && id < offset + MAPPED_IDS;
+    await this.shiftOwners((id) => (id < MAPPED_IDS ? id + offset : id), undefined, (path, id) => {
+      if (inRange(id)) throw new Error(`/${path} is owned by id ${id}, inside the range ${offset}-${offset + MAPPED_IDS - 1} the sandbox maps the rootfs's ids to: change its owner first`);
+    });
     try {
       return await fn();
     } finally {
-      await this.shiftOwners((id) => (id >= offset ? id - offset : id), offset);
+      await this.shiftOwners((id) => (inRange(id) ? id - offset : id), offset);
     }
   }
 
@@ -67,8 +75,9 @@ export class StepTree implements Tree {
    * setuid/setgid bits and security.capability: both are put back (a capability set inside
    * the namespace, version 3 with the namespace's root, becomes the plain kind).
    */
-  private async shiftOwners(map: (id: number) => number, namespaceRoot?: number): Promise<void> {
+  private async shiftOwners(map: (id: number) => number, namespaceRoot?: number, check?: (path: string, id: number) => void): Promise<void> {
     const walked = walkTree(this.root);
+    if (check) for (const { path, stats } of walked) for (const id of [stats.uid, stats.gid]) check(path, id);
     for (const { path, stats } of walked) if (stats.ctimeMs > this.baselineCtimeMs) this.overrides.changed.add(path);
     const files = walked.filter(({ stats }) => stats.isFile()).map(({ path }) => path);
     const capabilities: XattrItem[] = [];
