@@ -7,7 +7,7 @@
 // that relies on cacache's documented on-disk layout (content-v2/<algo>/<2>/<2>/<rest>).
 
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { chmod, mkdir, open, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Transform, type Readable } from "node:stream";
@@ -226,9 +226,14 @@ export function ownedName(label: string): string {
 /**
  * Removes what processes that no longer run left in `dir` under names from `ownedName`
  * (with `prefix` before them, and ending in one of `labels` when given). A live process's
- * files, even one that reused the pid, are left alone.
+ * files, even one that reused the pid, are left alone; so is `pid`'s own when given (`pid`:
+ * remove this live process's leftovers instead, e.g. its own after an interrupt).
+ *
+ * Best effort: what cannot be removed now (a tool of the dead build still writing there,
+ * a mount inside a tree) stays for a later build, and never fails this one. A leftover with
+ * a mount point inside is never descended into: a recursive removal would reach through it.
  */
-export function removeLeftovers(dir: string, options: { prefix?: string; labels?: readonly string[] } = {}): void {
+export function removeLeftovers(dir: string, options: { prefix?: string; labels?: readonly string[]; pid?: number } = {}): void {
   const prefix = options.prefix ?? "";
   let names: string[];
   try {
@@ -236,14 +241,37 @@ export function removeLeftovers(dir: string, options: { prefix?: string; labels?
   } catch {
     return;
   }
+  let mounts: string[] | undefined;
   for (const name of names) {
     if (!name.startsWith(prefix)) continue;
     const owned = /^p(\d{1,9})\.[0-9a-z]+\.(.+)$/.exec(name.slice(prefix.length)); // ownedName's shape
     if (!owned || (options.labels && !options.labels.includes(owned[2]!))) continue;
     const pid = Number(owned[1]);
-    if (pid === process.pid || processAlive(pid)) continue;
-    rmSync(join(dir, name), { recursive: true, force: true });
+    if (options.pid !== undefined ? pid !== options.pid : pid === process.pid || processAlive(pid)) continue;
+    const path = join(dir, name);
+    mounts ??= mountPoints();
+    const real = join(realpathSync(dir), name); // mountinfo has real paths
+    if (mounts.some((mount) => mount === real || mount.startsWith(`${real}/`))) continue;
+    try {
+      rmSync(path, { recursive: true, force: true });
+    } catch {
+      /* still in use: a later build removes it */
+    }
   }
+}
+
+/** Every mount point this process sees (/proc/self/mountinfo, octal escapes decoded). */
+function mountPoints(): string[] {
+  let text: string;
+  try {
+    text = readFileSync("/proc/self/mountinfo", "utf8");
+  } catch {
+    return [];
+  }
+  return text
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => line.split(" ")[4]!.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))));
 }
 
 function processAlive(pid: number): boolean {
