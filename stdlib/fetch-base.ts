@@ -195,10 +195,14 @@ async function mmdebstrap(
   try {
     if (asRoot) {
       // As root, mmdebstrap writes straight into the tree: no tar to write, read and unpack.
-      // It mounts /proc, /sys and /dev into the tree while it runs: in a mount namespace of
-      // its own, so that a build killed meanwhile leaves no mount on the host.
+      // It mounts /proc, /sys and /dev files inside the tree for the maintainer scripts: in a
+      // mount and PID namespace of its own, those mounts exist only there, and the whole
+      // bootstrap (apt, dpkg, the scripts) dies with osbuild (a mount namespace alone left
+      // them running as orphans, writing into the dead build's tree). A build killed at any moment
+      // leaves no mount in the cache and nothing still writing into it.
       const tree = await ctx.tree();
-      await ctx.exec("unshare", ["--mount", "--propagation", "private", "--", "mmdebstrap", ...args, "--format=directory", release, tree.root, ...mirrors], { env, stdout: "log" });
+      const ownNamespaces = ["--pdeathsig", "KILL", "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--"];
+      await ctx.exec("setpriv", [...ownNamespaces, "mmdebstrap", ...args, "--format=directory", release, tree.root, ...mirrors], { env, stdout: "log" });
       finishBase(tree, distro, facts);
       record(tree);
       return;
