@@ -19,6 +19,8 @@ import { MissingToolError, ToolVersions } from "./tools.js";
 import type { Arch, Attestations, ToolSpec } from "./types.js";
 import { writeTargets } from "./outputs.js";
 import { writeAttestations, type AttestSettings } from "./provenance/attestations.js";
+import { stopDescendants } from "./processes.js";
+import { stopWorkers } from "./workers.js";
 
 export type StoredArtifact = { kind: "rootfs"; digest: Digest; layers: LayerRef[] } | { kind: "blob"; digest: Digest; size: number };
 
@@ -72,7 +74,12 @@ export interface BuildResult {
   attestations: Record<string, Attestations>;
   /** Exit status per the contract: 0 ok, 1 a step failed. */
   exitCode: 0 | 1;
+  /** The signal that stopped the build (see Build.interrupt). */
+  interrupted?: NodeJS.Signals;
 }
+
+/** How long the programs of an interrupted build get to exit on SIGTERM before SIGKILL. */
+const STOP_GRACE_MS = 5000;
 
 interface StepOutcome {
   status: StepStatus | "skipped";
@@ -212,6 +219,9 @@ export class Build {
   private readonly context: BuildContext;
   private readonly queue: PQueue;
   private stopping = false;
+  private interrupted?: NodeJS.Signals;
+  /** Stopping the programs and worker threads of an interrupted build. */
+  private stoppingWork?: Promise<void>;
   private readonly corrupt = new Set<Digest>();
   /** Blobs this build wrote into the store: copied out without hashing them again. */
   private readonly timings: Array<{ id: string; kind: string; status: StepStatus | "skipped"; ms: number }> = [];
@@ -266,6 +276,7 @@ export class Build {
       this.stopping = false;
       this.timings.length = 0;
       const outcomes = await this.runOnce(prepared, needed);
+      if (this.interrupted) return this.finishInterrupted(this.interrupted);
       const last = attempt === 3;
       if (this.corrupt.size === 0 || last) {
         result = await this.finish(outcomes, targets, prepared);
@@ -299,7 +310,11 @@ export class Build {
             return { status: "skipped" };
           }
           const artifacts = step.inputs.map((edge, index) => inputs[index]!.outputs![edge.output]!);
-          return (await this.queue.add(() => this.execute(prepared.get(id)!, artifacts))) as StepOutcome;
+          return (await this.queue.add(async () => {
+            if (!this.interrupted) return this.execute(prepared.get(id)!, artifacts);
+            this.emit({ type: "step-skipped", id, kind: step.node.spec.kind, reason: `the build was interrupted (${this.interrupted})` });
+            return { status: "skipped" };
+          })) as StepOutcome;
         })(),
       );
     }
@@ -341,11 +356,42 @@ export class Build {
         this.emit({ type: "warning", id: step.id, message: `${error.message}; it will be dropped and rebuilt` });
       }
       if (!this.settings.keepGoing) this.stopping = true;
-      const failure = describeFailure(error, step);
+      const failure = this.interrupted ? { message: `stopped: the build was interrupted (${this.interrupted})` } : describeFailure(error, step);
       this.emit({ type: "step", id: step.id, kind, status: "failed", key, ms, error: failure.message, hint: failure.hint, log: failure.log });
       this.timings.push({ id: step.id, kind, status: "failed", ms });
       return { status: "failed", key };
     }
+  }
+
+  /**
+   * Stops the build on a signal (SIGINT, SIGTERM): no step starts any more, every program
+   * the build started gets the signal (SIGKILL after a grace period) and the worker threads
+   * end, so the running steps fail at once; `run` then removes their scratch directories
+   * and temporary files, writes no outputs and returns with `interrupted` set. A second
+   * signal kills the programs outright.
+   */
+  interrupt(signal: NodeJS.Signals): void {
+    if (this.interrupted) {
+      void stopDescendants("SIGKILL", 0);
+      return;
+    }
+    this.interrupted = signal;
+    this.stopping = true;
+    this.emit({ type: "warning", message: `interrupted (${signal}): stopping the running steps and removing their scratch directories` });
+    this.stoppingWork = Promise.all([stopWorkers(new Error(`the build was interrupted (${signal})`)), stopDescendants("SIGTERM", STOP_GRACE_MS)]).then(() => undefined);
+  }
+
+  /** The end of an interrupted build: nothing of it is left in the cache or the output directory. */
+  private async finishInterrupted(signal: NodeJS.Signals): Promise<BuildResult> {
+    await this.stoppingWork;
+    const own = { pid: process.pid };
+    for (const dir of ["scratch", "tmp-osbuild"]) removeLeftovers(join(this.settings.cacheDir, dir), own);
+    removeLeftovers(resolve(this.settings.outDir), { ...own, prefix: ".", labels: ["out", "old"] });
+    this.context.saveMemos();
+    this.context.layers.releaseLeases();
+    this.context.releaseCache();
+    this.emit({ type: "done", ok: false, outputs: {}, error: `interrupted by ${signal}` });
+    return { ok: false, outputs: {}, attestations: {}, exitCode: 1, interrupted: signal };
   }
 
   /**

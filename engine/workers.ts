@@ -23,6 +23,8 @@ interface SerializedError {
 interface PooledWorker {
   worker: Worker;
   busy: boolean;
+  /** Fails the task it runs (see stopWorkers). */
+  abort?: (error: Error) => void;
 }
 
 const taskModuleUrl = new URL(`./worker-tasks${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url);
@@ -30,7 +32,10 @@ const taskModuleUrl = new URL(`./worker-tasks${import.meta.url.endsWith(".ts") ?
 const inProcess = import.meta.url.endsWith(".ts");
 
 const pool: PooledWorker[] = [];
-const waiting: Array<(worker: PooledWorker) => void> = [];
+/** Tasks waiting for a worker; given none when the workers are stopped. */
+const waiting: Array<(worker: PooledWorker | undefined) => void> = [];
+/** Set by stopWorkers: tasks fail with it from then on. */
+let stopped: Error | undefined;
 const maxWorkers = Math.max(2, availableParallelism());
 let nextRequest = 0;
 
@@ -40,10 +45,17 @@ export async function runTask<N extends TaskName>(name: N, args: TaskArgs<N>): P
     const task = tasks[name] as (input: TaskArgs<N>) => Promise<TaskResult<N>>;
     return task(args);
   }
+  if (stopped) throw stopped;
   const pooled = await acquire();
+  if (!pooled) throw stopped!;
   const id = nextRequest++;
   try {
     return await new Promise<TaskResult<N>>((resolve, reject) => {
+      if (stopped) return reject(stopped);
+      pooled.abort = (error) => {
+        cleanup();
+        reject(error);
+      };
       const onMessage = (message: { id: number; result?: TaskResult<N>; error?: SerializedError }): void => {
         if (message.id !== id) return;
         cleanup();
@@ -56,6 +68,7 @@ export async function runTask<N extends TaskName>(name: N, args: TaskArgs<N>): P
         reject(error);
       };
       const cleanup = (): void => {
+        pooled.abort = undefined;
         pooled.worker.off("message", onMessage);
         pooled.worker.off("error", onError);
       };
@@ -68,7 +81,19 @@ export async function runTask<N extends TaskName>(name: N, args: TaskArgs<N>): P
   }
 }
 
-async function acquire(): Promise<PooledWorker> {
+/**
+ * Ends every worker thread at once (an interrupted build): the tasks they run fail with
+ * `reason`, and so does every task asked for later.
+ */
+export async function stopWorkers(reason: Error): Promise<void> {
+  stopped = reason;
+  const workers = pool.splice(0);
+  for (const pooled of workers) pooled.abort?.(reason);
+  for (const next of waiting.splice(0)) next(undefined);
+  await Promise.all(workers.map((pooled) => pooled.worker.terminate()));
+}
+
+async function acquire(): Promise<PooledWorker | undefined> {
   const idle = pool.find((candidate) => !candidate.busy);
   if (idle) {
     idle.busy = true;

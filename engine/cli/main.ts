@@ -1,6 +1,7 @@
-// The `osbuild` command line. Exit status: 0 success, 1 a step failed, 2 bad usage or config.
+// The `osbuild` command line. Exit status: 0 success, 1 a step failed, 2 bad usage or config,
+// 128 + N when signal N (SIGINT, SIGTERM) stopped a build.
 
-import { availableParallelism, homedir } from "node:os";
+import { availableParallelism, constants, homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { BuildSettings } from "../build.js";
@@ -275,11 +276,18 @@ async function runCommand(values: Values, targetNames: string[]): Promise<number
   const { Build } = await importBuild();
   const terminal = !json && process.stderr.isTTY ? terminalSink() : undefined;
   const sink = json ? jsonSink() : (terminal?.sink ?? plainSink());
+  const build = new Build(config.graph, settings, sink);
+  // Ctrl-C (or a SIGTERM from a CI runner) stops the build cleanly: see Build.interrupt.
+  const interrupt = (signal: NodeJS.Signals): void => build.interrupt(signal);
+  process.on("SIGINT", interrupt);
+  process.on("SIGTERM", interrupt);
   try {
-    const build = new Build(config.graph, settings, sink);
     const result = await build.run(targetNames.length > 0 ? targetNames : [...config.graph.targets.keys()]);
-    return result.exitCode;
+    // The shell's convention for a program that a signal stopped: 128 + the signal's number.
+    return result.interrupted ? 128 + constants.signals[result.interrupted] : result.exitCode;
   } finally {
+    process.off("SIGINT", interrupt);
+    process.off("SIGTERM", interrupt);
     terminal?.stop();
   }
 }

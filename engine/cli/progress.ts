@@ -90,7 +90,7 @@ function describe(event: BuildEvent): string | undefined {
     case "attestation":
       return `wrote ${event.path} (${event.kind === "sbom" ? "SBOM" : "provenance"} of ${event.target})`;
     case "done":
-      return event.ok ? undefined : "build failed";
+      return event.ok ? undefined : `build failed${event.error ? `: ${event.error}` : ""}`;
     default:
       return undefined;
   }
