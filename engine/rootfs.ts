@@ -101,11 +101,12 @@ export class Layers {
   /** Imports a tar archive (any compression) as a canonical layer. */
   async importArchive(archivePath: string, options: { sourceDateEpoch: number; lower?: RootfsValue; keepWhiteouts: boolean }): Promise<LayerRef> {
     const outPath = this.store.tempPath("layer");
+    const spoolPath = this.store.tempPath("spool");
     const lowerTocs = options.lower ? await Promise.all(options.lower.layers.map((layer) => this.toc(layer))) : undefined;
     try {
       const written = await runTask("importArchive", {
         archivePath,
-        spoolPath: this.store.tempPath("spool"),
+        spoolPath,
         outPath,
         sourceDateEpoch: options.sourceDateEpoch,
         lowerTocs,
@@ -113,7 +114,8 @@ export class Layers {
       });
       return await this.addLayer(outPath, written);
     } finally {
-      rmSync(outPath, { force: true });
+      // (the task removes its spool, unless its worker thread died)
+      for (const path of [outPath, spoolPath]) rmSync(path, { force: true });
     }
   }
 

@@ -67,6 +67,9 @@ export async function spoolTar(input: Readable, spoolPath: string): Promise<Spoo
   const entries: SpooledEntry[] = [];
   const parser = new TarParser({ onEntry: (header, offset) => entries.push({ header, offset }) });
   const spool = createWriteStream(spoolPath, { flags: "wx" });
+  // The spool is not part of the pipeline: its errors (a full disk) must fail it, or they
+  // would go unhandled and end the worker thread before anything removes the spool.
+  spool.on("error", (error) => tee.destroy(error));
   const tee = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       try {
