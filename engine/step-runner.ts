@@ -60,6 +60,8 @@ export class StepRunner {
     const spec = step.node.spec;
     mkdirSync(this.scratch, { recursive: true });
     this.log = createWriteStream(this.logPath);
+    // A log that cannot be written (a full disk) is given up; the step's own writes report the failure.
+    this.log.on("error", () => (this.log = undefined));
     this.writeLog(`# ${step.id} (${spec.kind} v${spec.version}) key ${this.key}`);
     try {
       const inputs = this.inputs.map((input): RootfsInput | BlobInput =>
@@ -72,7 +74,7 @@ export class StepRunner {
     } catch (error) {
       throw this.withLog(error);
     } finally {
-      await new Promise<void>((resolve) => this.log!.end(resolve));
+      await new Promise<void>((resolve) => (this.log ? this.log.end(resolve) : resolve()));
       await rm(this.scratch, { recursive: true, force: true });
     }
   }
@@ -211,9 +213,17 @@ export class StepRunner {
       const stdoutChunks: Buffer[] = [];
       let stderr = "";
       let fileStream: WriteStream | undefined;
+      let fileError: Error | undefined;
       if (typeof stdoutMode === "object") {
         fileStream = createWriteStream(stdoutMode.file);
         child.stdout!.pipe(fileStream);
+        // pipe() leaves the file's errors (a full disk) to us: the program is stopped and its step fails with them.
+        fileStream.on("error", (error) => {
+          fileError = error;
+          child.stdout!.unpipe(fileStream);
+          child.stdout!.resume();
+          child.kill("SIGTERM");
+        });
       } else {
         child.stdout!.on("data", (chunk: Buffer) => {
           if (stdoutMode === "capture") stdoutChunks.push(chunk);
@@ -240,6 +250,10 @@ export class StepRunner {
       });
       child.on("close", async (code, signal) => {
         if (fileStream && !fileStream.closed) await new Promise<void>((done) => fileStream!.on("close", () => done()));
+        if (fileError !== undefined) {
+          reject(new StepFailure(`writing the output of ${command} to ${(stdoutMode as { file: string }).file} failed: ${fileError.message}`));
+          return;
+        }
         if (inputError !== undefined && (inputError as NodeJS.ErrnoException).code !== "EPIPE") {
           reject(inputError);
           return;
