@@ -2,7 +2,7 @@
 // stored result when there is one, otherwise runs the step in a private scratch directory
 // and stores what it made. Independent branches run concurrently (p-queue).
 
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, statfsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import PQueue from "p-queue";
 import { CorruptContentError, StepError, StepFailure, errorMessage, formatLocation } from "./errors.js";
@@ -356,7 +356,7 @@ export class Build {
         this.emit({ type: "warning", id: step.id, message: `${error.message}; it will be dropped and rebuilt` });
       }
       if (!this.settings.keepGoing) this.stopping = true;
-      const failure = this.interrupted ? { message: `stopped: the build was interrupted (${this.interrupted})` } : describeFailure(error, step);
+      const failure = this.interrupted ? { message: `stopped: the build was interrupted (${this.interrupted})` } : describeFailure(error, step, this.settings);
       this.emit({ type: "step", id: step.id, kind, status: "failed", key, ms, error: failure.message, hint: failure.hint, log: failure.log });
       this.timings.push({ id: step.id, kind, status: "failed", ms });
       return { status: "failed", key };
@@ -442,7 +442,8 @@ export class Build {
       if (error instanceof CorruptContentError) {
         this.corrupt.add(error.digest);
       }
-      this.emit({ type: "warning", message: `could not write the outputs: ${errorMessage(error)}` });
+      const space = noSpaceHint(error, this.settings);
+      this.emit({ type: "warning", message: `could not write the outputs: ${errorMessage(error)}${space ? `\n  hint: ${space}` : ""}` });
       return { ok: false, outputs, attestations: {}, exitCode: 1 };
     }
     let attestations: Record<string, Attestations> = {};
@@ -473,13 +474,35 @@ export function neededSteps(graph: BuildGraph, roots: readonly string[]): Set<st
   return needed;
 }
 
-function describeFailure(error: unknown, step: PlannedStep): { message: string; hint?: string; log?: string } {
+function describeFailure(error: unknown, step: PlannedStep, settings: BuildSettings): { message: string; hint?: string; log?: string } {
+  const space = noSpaceHint(error, settings);
+  if (space) return { message: errorMessage(error), hint: space, log: error instanceof StepError ? error.logPath : undefined };
   if (error instanceof StepError) return { message: error.message, hint: error.hint, log: error.logPath };
   if (error instanceof StepFailure) return { message: error.message };
   if (error instanceof UnsafeArchiveError) return { message: error.message, hint: "the archive is unsafe to extract: fix or replace it" };
   if (error instanceof CorruptContentError) return { message: error.message };
   const where = formatLocation(step.node.location);
   return { message: `${errorMessage(error)}`, hint: where ? `step defined at ${where}` : undefined };
+}
+
+/**
+ * For a failure because a disk is full (ENOSPC from osbuild itself, or "No space left on
+ * device" from a tool it ran): where the build writes, how much room each place has left,
+ * and what to do.
+ */
+function noSpaceHint(error: unknown, settings: BuildSettings): string | undefined {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== "ENOSPC" && !/ENOSPC|no space left on device/i.test(errorMessage(error))) return undefined;
+  const free = (dir: string): string => {
+    try {
+      const stats = statfsSync(dir);
+      return `${Math.floor((stats.bavail * stats.bsize) / 2 ** 20)} MiB free`;
+    } catch {
+      return "free space unknown";
+    }
+  };
+  const out = resolve(settings.outDir);
+  return `a filesystem the build writes to is full (the cache ${settings.cacheDir}: ${free(settings.cacheDir)}; the output directory ${out}: ${free(existsSync(out) ? out : resolve(out, ".."))}): free some space there (\`osbuild cache prune\` removes what recent builds did not use), or build with --cache-dir or --out on a larger filesystem`;
 }
 
 /** Removes scratch directories and temp files left by processes that no longer run. */

@@ -320,6 +320,10 @@ function reportError(error: unknown): number {
     if (error.hint) process.stderr.write(`  hint: ${error.hint}\n`);
     return 1;
   }
+  if ((error as NodeJS.ErrnoException | undefined)?.code === "ENOSPC") {
+    process.stderr.write(`osbuild: ${errorMessage(error)}\n  hint: the disk is full: free some space (\`osbuild cache prune\` removes what recent builds did not use), or use --cache-dir on a larger filesystem\n`);
+    return 1;
+  }
   process.stderr.write(`osbuild: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
   process.stderr.write("  hint: this is a bug in osbuild; please report it with the command you ran\n");
   return 1;
