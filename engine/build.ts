@@ -280,6 +280,8 @@ export class Build {
       const last = attempt === 3;
       if (this.corrupt.size === 0 || last) {
         result = await this.finish(outcomes, targets, prepared);
+        // Outputs being written when the signal came are written whole; the build still stops as interrupted.
+        if (this.interrupted) return this.finishInterrupted(this.interrupted);
         if (this.corrupt.size === 0 || last) break;
       }
       await this.heal(outcomes);
