@@ -118,7 +118,8 @@ function sandboxed(ctx: SandboxContext, root: string, idRange: number | undefine
     : ["--map-root-user", ...namespaces, "--", "sh", "-c", PREPARE, "osbuild-sandbox", cwd, ...command];
   ctx.log(`$ unshare ${mapped ? `(the rootfs's ids 0-65535 as host ${idRange}-${idRange + MAPPED_IDS - 1}) ` : ""}${command.map((word) => (/^[\w./=:@%+-]+$/.test(word) ? word : JSON.stringify(word))).join(" ")}`);
   return new Promise((resolve, reject) => {
-    const child = spawn("unshare", args, { cwd: root, env, stdio: mapped ? ["ignore", "pipe", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"] });
+    // The parent-death signal ends the namespace (unshare --kill-child takes the rest) when osbuild is killed outright.
+    const child = spawn("setpriv", ["--pdeathsig", "KILL", "unshare", ...args], { cwd: root, env, stdio: mapped ? ["ignore", "pipe", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"] });
     const stdout: Buffer[] = [];
     let stderr = "";
     child.stdout!.on("data", (chunk: Buffer) => {
