@@ -27,7 +27,7 @@ import { AGENT, isRoot, osbuild, REPO, sh, startOsbuild, tempDir } from "../help
 
 const FULL = process.env.OSBUILD_FAULTS === "full";
 /** Kills in the cold build (fetch-base, then provision), and in the agent rounds after it. */
-const COLD_KILLS = FULL ? ["fetch-base", "fetch-base", "fetch-base", "fetch-base", "provision", "provision"] : ["fetch-base", "fetch-base", "provision"];
+const COLD_KILLS = FULL ? ["fetch-base", "fetch-base", "fetch-base", "fetch-base", "provision", "provision"] : ["fetch-base", "provision"];
 const ROUND_KILLS = (FULL ? 50 : 12) - COLD_KILLS.length;
 /** Fixed, so that a failure can be run again with the same moments. */
 const SEED = Number(process.env.OSBUILD_FAULTS_SEED ?? 20261201);
