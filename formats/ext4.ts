@@ -1,7 +1,10 @@
-// Just enough of the ext4 on-disk format to set inode times in place, with the inode
-// checksums metadata_csum needs. mke2fs -d copies each file's atime and ctime from the files
-// it reads; no one can set a host file's ctime, so they are made equal to the mtime here,
-// which comes from the layers. (See Documentation/filesystems/ext4/ in Linux.)
+// Just enough of the ext4 on-disk format to take out of an image what depends on the host
+// rather than on the tree, with the checksums metadata_csum needs:
+// - inode times: mke2fs -d copies each file's atime and ctime from the files it reads; no one
+//   can set a host file's ctime, so they are made equal to the mtime, which comes from the layers;
+// - the superblocks' lifetime write counter: mke2fs counts the bytes its I/O wrote, which varies
+//   with the host tree it read (the same layers extracted afresh or copied from a kept tree).
+// (See Documentation/filesystems/ext4/ in Linux.)
 
 import { crc32cUpdate } from "./crc32c.js";
 import { readExact, writeAll } from "./io.js";
@@ -11,6 +14,13 @@ const EXT4_MAGIC = 0xef53;
 const INCOMPAT_64BIT = 0x80;
 const INCOMPAT_CSUM_SEED = 0x2000;
 const RO_COMPAT_METADATA_CSUM = 0x400;
+const RO_COMPAT_SPARSE_SUPER = 0x1;
+const COMPAT_SPARSE_SUPER2 = 0x200;
+
+// superblock fields
+const S_KBYTES_WRITTEN = 0x178;
+const S_BACKUP_BGS = 0x24c;
+const S_CHECKSUM = 0x3fc;
 const GOOD_OLD_INODE_SIZE = 128;
 
 // inode fields
@@ -139,4 +149,36 @@ function writeInodeChecksum(inode: Buffer, number: number, geometry: Ext4Geometr
   const crc = inodeChecksum(inode, number, geometry);
   inode.writeUInt16LE(crc & 0xffff, I_CHECKSUM_LO);
   if (geometry.inodeSize > GOOD_OLD_INODE_SIZE && checksumHiFits(inode)) inode.writeUInt16LE(crc >>> 16, I_CHECKSUM_HI);
+}
+
+/** The groups holding a superblock: 0 and, per the sparse_super features, the backups. */
+function superblockGroups(sb: Buffer, groups: number): number[] {
+  if (sb.readUInt32LE(92) & COMPAT_SPARSE_SUPER2) return [0, sb.readUInt32LE(S_BACKUP_BGS), sb.readUInt32LE(S_BACKUP_BGS + 4)].filter((group, index) => index === 0 || (group > 0 && group < groups));
+  if (!(sb.readUInt32LE(100) & RO_COMPAT_SPARSE_SUPER)) return Array.from({ length: groups }, (_, group) => group);
+  const found = new Set([0, 1]);
+  for (const base of [3, 5, 7]) for (let power = base; power < groups; power *= base) found.add(power);
+  return [...found].filter((group) => group < groups).sort((a, b) => a - b);
+}
+
+/**
+ * Sets s_kbytes_written to 0 (unknown) in the superblock and every backup of it, with their
+ * checksums. Returns how many superblocks it rewrote.
+ */
+export function clearLifetimeWrites(fd: number, fsOffset: number): number {
+  const primary = readExact(fd, fsOffset + SUPERBLOCK_OFFSET, 1024, "ext4");
+  if (primary.readUInt16LE(56) !== EXT4_MAGIC) throw new Error(`no ext4 superblock at byte ${fsOffset + SUPERBLOCK_OFFSET}`);
+  const geometry = readGeometry(fd, fsOffset);
+  const blocksPerGroup = primary.readUInt32LE(32);
+  const firstDataBlock = primary.readUInt32LE(20);
+  let rewritten = 0;
+  for (const group of superblockGroups(primary, geometry.groups)) {
+    const at = fsOffset + (group === 0 ? SUPERBLOCK_OFFSET : (group * blocksPerGroup + firstDataBlock) * geometry.blockSize);
+    const sb = readExact(fd, at, 1024, "ext4");
+    if (sb.readUInt16LE(56) !== EXT4_MAGIC) throw new Error(`no ext4 superblock backup of group ${group} at byte ${at}`);
+    sb.writeBigUInt64LE(0n, S_KBYTES_WRITTEN);
+    if (geometry.metadataCsum) sb.writeUInt32LE(crc32cUpdate(0xffffffff, sb.subarray(0, S_CHECKSUM)), S_CHECKSUM);
+    writeAll(fd, sb, at);
+    rewritten++;
+  }
+  return rewritten;
 }

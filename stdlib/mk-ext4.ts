@@ -11,7 +11,7 @@ export type MkExt4Options = DiskImageOptions;
 
 export const mkExt4 = defineStep({
   kind: "mk-ext4",
-  version: 5,
+  version: 6,
   inputs: ["rootfs"],
   output: "blob",
   tools: (options: MkExt4Options) => DISK_IMAGE_TOOLS(options),

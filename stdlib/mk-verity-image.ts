@@ -11,7 +11,7 @@ export type MkVerityImageOptions = DiskImageOptions;
 
 export const mkVerityImage = defineStep({
   kind: "mk-verity-image",
-  version: 3,
+  version: 4,
   inputs: ["rootfs"],
   output: { blobs: ["image", "rootHash", "kernelParams"] },
   tools: (options: MkVerityImageOptions) => [...DISK_IMAGE_TOOLS(options), { command: "veritysetup", versionArgs: ["--version"], package: "cryptsetup-bin" }],

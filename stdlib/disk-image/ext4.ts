@@ -4,12 +4,13 @@
 // see fakeroot.ts), as root too, so that the image never depends on who builds it or on the
 // host's filesystem (which orders xattrs its own way). What it copies from the files but should
 // come from the layers, atime and ctime (no one can set a host file's ctime), is set
-// afterwards by rewriting the inode table in place.
+// afterwards by rewriting the inode table in place, and the count of bytes mke2fs wrote
+// (which varies with the host tree it read) is cleared from the superblocks.
 
 import { closeSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ExecOptions, ExecResult, FileEntry } from "../../engine/index.js";
-import { setInodeTimesToMtime } from "../../formats/ext4.js";
+import { clearLifetimeWrites, setInodeTimesToMtime } from "../../formats/ext4.js";
 import { withLayerMetadata } from "./fakeroot.js";
 
 const BLOCK = 4096;
@@ -71,7 +72,7 @@ export interface Ext4Identity {
 
 type Exec = (command: string, args: readonly string[], options?: ExecOptions) => Promise<ExecResult>;
 
-/** mke2fs -d into `image` at `offset`, a filesystem of `bytes`, then the inode times. */
+/** mke2fs -d into `image` at `offset`, a filesystem of `bytes`, then the inode times and write counters. */
 export async function makeExt4(
   exec: Exec,
   image: string,
@@ -115,6 +116,7 @@ export async function makeExt4(
   const fd = openSync(image, "r+");
   try {
     setInodeTimesToMtime(fd, layout.offset);
+    clearLifetimeWrites(fd, layout.offset);
   } finally {
     closeSync(fd);
   }
