@@ -23,6 +23,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils linux-image-amd64   # boot tests, and the osbuilder baseline
   parted                      # the osbuilder baseline benchmark
   docker-registry skopeo      # a real OCI registry and client for the tests
+  apache2-utils               # htpasswd: the registry tests with Basic auth
   ca-certificates time         # /usr/bin/time for the benchmarks
 )
 

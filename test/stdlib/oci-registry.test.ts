@@ -244,7 +244,7 @@ describe("pullImage with token auth", () => {
     const registry = await registryWithImage(denyPull);
     const error = await pullError(`${registry.address}/test/private:1`);
     expect(error.message).toBe(`access to test/private on ${registry.address} was denied`);
-    expect(error.hint).toMatch(/private.*anonymously/);
+    expect(error.hint).toMatch(/private.*no credentials.*skopeo login/);
   });
 });
 
