@@ -21,6 +21,9 @@ import { writeTargets } from "./outputs.js";
 import { writeAttestations, type AttestSettings } from "./provenance/attestations.js";
 import { stopDescendants } from "./processes.js";
 import { stopWorkers } from "./workers.js";
+import { RefusedEntryError, SharedCache } from "./remote/shared-cache.js";
+import type { SharedCacheSettings } from "./remote/settings.js";
+import type { RemoteEntry } from "./remote/remote-cache.js";
 
 export type StoredArtifact = { kind: "rootfs"; digest: Digest; layers: LayerRef[] } | { kind: "blob"; digest: Digest; size: number };
 
@@ -66,6 +69,8 @@ export interface BuildSettings {
   verbose: boolean;
   /** Write SBOMs and provenance beside the outputs (undefined: neither, as for a command's own artifacts). */
   attest?: AttestSettings;
+  /** Registries of the shared cache (--cache-from, --cache-to). */
+  cache?: SharedCacheSettings;
 }
 
 export interface BuildResult {
@@ -76,16 +81,30 @@ export interface BuildResult {
   exitCode: 0 | 1;
   /** The signal that stopped the build (see Build.interrupt). */
   interrupted?: NodeJS.Signals;
+  /** What each written target is and which step made it (for `osbuild push`). */
+  targets?: Record<string, BuiltTarget>;
+}
+
+export interface BuiltTarget {
+  artifact: StoredArtifact;
+  key: CacheKey;
+  stepId: string;
+  kind: string;
+  /** The step's media type for this output (blobs), when it declares one. */
+  mediaType?: string;
 }
 
 /** How long the programs of an interrupted build get to exit on SIGTERM before SIGKILL. */
 const STOP_GRACE_MS = 5000;
 
 interface StepOutcome {
-  status: StepStatus | "skipped";
+  /** "deferred": it needed content a registry's entry could not give; the next round builds that here. */
+  status: StepStatus | "skipped" | "deferred";
   outputs?: Record<string, StoredArtifact>;
   key?: CacheKey;
   record?: ActionRecord;
+  /** The registry entry it came from, whose content may not be here yet. */
+  entry?: RemoteEntry;
 }
 
 /** Step options with host paths resolved and fingerprinted, ready for keys. */
@@ -223,6 +242,11 @@ export class Build {
   /** Stopping the programs and worker threads of an interrupted build. */
   private stoppingWork?: Promise<void>;
   private readonly corrupt = new Set<Digest>();
+  private readonly shared: SharedCache | undefined;
+  /** Artifacts of registry entries (by digest), brought in when something needs their content. */
+  private readonly remoteArtifacts = new Map<Digest, { entry: RemoteEntry; output: string }>();
+  /** A registry's entry was refused where its content was needed: another round builds it here. */
+  private refusedEntry = false;
   /** Blobs this build wrote into the store: copied out without hashing them again. */
   private readonly timings: Array<{ id: string; kind: string; status: StepStatus | "skipped"; ms: number }> = [];
 
@@ -233,6 +257,8 @@ export class Build {
   ) {
     this.context = new BuildContext(settings, (message) => this.emit({ type: "warning", message }));
     this.queue = new PQueue({ concurrency: Math.max(1, settings.jobs) });
+    const shared = settings.cache ? new SharedCache(settings.cache, { store: this.context.store, layers: this.context.layers, cacheDir: settings.cacheDir }, emit) : undefined;
+    this.shared = shared?.active ? shared : undefined;
   }
 
   async run(targetNames: readonly string[]): Promise<BuildResult> {
@@ -268,24 +294,28 @@ export class Build {
       return { ok: false, outputs: {}, attestations: {}, exitCode: 1 };
     }
 
-    // Corrupt content found while building or writing outputs is removed and the build run
-    // again, at most three times in all; the last attempt's outcome is the result.
+    // Corrupt content found while building or writing outputs is removed, and a registry's
+    // entry refused where its content was needed is built here: the build runs again, at
+    // most three times in all; the last attempt's outcome is the result.
     let result: BuildResult;
     for (let attempt = 1; ; attempt++) {
       this.corrupt.clear();
+      this.refusedEntry = false;
       this.stopping = false;
       this.timings.length = 0;
-      const outcomes = await this.runOnce(prepared, needed);
-      if (this.interrupted) return this.finishInterrupted(this.interrupted);
       const last = attempt === 3;
-      if (this.corrupt.size === 0 || last) {
-        result = await this.finish(outcomes, targets, prepared);
+      const outcomes = await this.runOnce(prepared, needed, last);
+      if (this.interrupted) return this.finishInterrupted(this.interrupted);
+      const again = (): boolean => this.corrupt.size > 0 || this.refusedEntry;
+      if (!again() || last) {
+        result = await this.finish(outcomes, targets, prepared, last);
         // Outputs being written when the signal came are written whole; the build still stops as interrupted.
         if (this.interrupted) return this.finishInterrupted(this.interrupted);
-        if (this.corrupt.size === 0 || last) break;
+        if (!again() || last) break;
       }
       await this.heal(outcomes);
     }
+    await this.shared?.settle();
     this.emit({ type: "summary", ms: Math.round(performance.now() - started), steps: this.timings });
     this.context.saveMemos();
     this.context.layers.releaseLeases();
@@ -295,7 +325,7 @@ export class Build {
     return result!;
   }
 
-  private async runOnce(prepared: Map<string, PreparedStep>, needed: Set<string>): Promise<Map<string, StepOutcome>> {
+  private async runOnce(prepared: Map<string, PreparedStep>, needed: Set<string>, last: boolean): Promise<Map<string, StepOutcome>> {
     const promises = new Map<string, Promise<StepOutcome>>();
     for (const id of this.graph.order) {
       if (!needed.has(id)) continue;
@@ -304,6 +334,7 @@ export class Build {
         id,
         (async (): Promise<StepOutcome> => {
           const inputs = await Promise.all(step.inputs.map((edge) => promises.get(edge.from)!));
+          if (inputs.some((input) => input.status === "deferred")) return { status: "deferred" };
           const failedInput = inputs.findIndex((input) => input.status === "failed" || input.status === "skipped");
           if (failedInput >= 0 || this.stopping) {
             const reason = failedInput >= 0 ? `input from step '${step.inputs[failedInput]!.from}' is not available` : "the build is stopping after a failure";
@@ -313,7 +344,7 @@ export class Build {
           }
           const artifacts = step.inputs.map((edge, index) => inputs[index]!.outputs![edge.output]!);
           return (await this.queue.add(async () => {
-            if (!this.interrupted) return this.execute(prepared.get(id)!, artifacts);
+            if (!this.interrupted) return this.execute(prepared.get(id)!, artifacts, last);
             this.emit({ type: "step-skipped", id, kind: step.node.spec.kind, reason: `the build was interrupted (${this.interrupted})` });
             return { status: "skipped" };
           })) as StepOutcome;
@@ -325,7 +356,7 @@ export class Build {
     return outcomes;
   }
 
-  private async execute(prepared: PreparedStep, inputs: StoredArtifact[]): Promise<StepOutcome> {
+  private async execute(prepared: PreparedStep, inputs: StoredArtifact[], last: boolean): Promise<StepOutcome> {
     const step = prepared.step;
     const kind = step.node.spec.kind;
     const started = performance.now();
@@ -334,20 +365,27 @@ export class Build {
     const history: HistoryRecord = { key, preimage, inputSteps: step.inputs.map((edge) => edge.from), hostPaths: prepared.hostPaths, listings: prepared.listings };
     try {
       const cached = await this.context.lookupAction(key, { touch: true });
-      if (cached) {
+      const entry = cached ? undefined : await this.shared?.lookup(key, step.id);
+      if (cached || entry) {
         await this.recordHistory(step.id, history);
         const ms = Math.round(performance.now() - started);
-        this.emit({ type: "step", id: step.id, kind, status: "cached", key, ms });
+        this.emit({ type: "step", id: step.id, kind, status: "cached", key, ms, ...(entry && { remote: entry.cache.display }) });
         this.timings.push({ id: step.id, kind, status: "cached", ms });
-        return { status: "cached", outputs: cached.outputs, key, record: cached };
+        if (entry) for (const [output, artifact] of Object.entries(entry.record.outputs)) this.remoteArtifacts.set(artifact.digest, { entry, output });
+        this.shared?.schedulePush(key, (cached ?? entry!.record), entry);
+        return { status: "cached", outputs: (cached ?? entry!.record).outputs, key, record: cached ?? entry!.record, entry };
       }
+      // What the step reads must be here: inputs that came from a registry are brought in now.
+      const local = await this.localArtifacts(inputs, last);
+      if (!local) return { status: "deferred", key };
       this.emit({ type: "step-start", id: step.id, kind, key });
-      const runner = new StepRunner(this.context, prepared, inputs, key, this.emit, this.takesInputTree(step));
+      const runner = new StepRunner(this.context, prepared, local, key, this.emit, this.takesInputTree(step));
       const { outputs, provenance } = await runner.run();
       const ms = Math.round(performance.now() - started);
       const record: ActionRecord = { schema: 1, key, kind, stepId: step.id, preimage, createdAt: new Date().toISOString(), ms, outputs, ...(provenance ? { provenance } : {}) };
       await this.context.store.putJson(`osbuild:action:${key}`, record, { stepId: step.id, kind });
       await this.recordHistory(step.id, history);
+      this.shared?.schedulePush(key, record);
       this.emit({ type: "step", id: step.id, kind, status: "built", key, ms });
       this.timings.push({ id: step.id, kind, status: "built", ms });
       return { status: "built", outputs, key, record };
@@ -420,8 +458,36 @@ export class Build {
     await this.context.store.putJson(key, history, { key: history.key });
   }
 
+  /**
+   * The artifacts with their content in the store: those of registry entries are brought in.
+   * Undefined when an entry was refused (the next round builds it here); on the last round,
+   * that is an error.
+   */
+  private async localArtifacts(artifacts: readonly StoredArtifact[], last: boolean): Promise<StoredArtifact[] | undefined> {
+    try {
+      return await Promise.all(
+        artifacts.map(async (artifact) => {
+          const remote = this.remoteArtifacts.get(artifact.digest);
+          if (!remote || !this.shared) return artifact;
+          return (await this.shared.localize(remote.entry)).outputs[remote.output] ?? artifact;
+        }),
+      );
+    } catch (error) {
+      if (!(error instanceof RefusedEntryError)) throw error;
+      if (last) throw new StepFailure("a registry's entry for what this needs was refused three times over; build without --cache-from");
+      this.refusedEntry = true;
+      return undefined;
+    }
+  }
+
   /** Drops corrupted content and the results that refer to it, so the next pass rebuilds them. */
   private async heal(outcomes: Map<string, StepOutcome>): Promise<void> {
+    if (this.refusedEntry) {
+      // Entries found damaged stay out of the next round's lookups (their registry remembers them).
+      this.remoteArtifacts.clear();
+      this.emit({ type: "warning", message: "building again what the shared cache's refused entries would have given" });
+      if (this.corrupt.size === 0) return;
+    }
     for (const digest of this.corrupt) await this.context.store.removeContent(digest);
     for (const outcome of outcomes.values()) {
       if (!outcome.record || !outcome.key) continue;
@@ -430,12 +496,30 @@ export class Build {
     this.emit({ type: "warning", message: `rebuilding after dropping ${this.corrupt.size} corrupted cache entr${this.corrupt.size === 1 ? "y" : "ies"}` });
   }
 
-  private async finish(outcomes: Map<string, StepOutcome>, targets: BuildGraph["targets"], prepared: ReadonlyMap<string, PreparedStep>): Promise<BuildResult> {
-    const failed = [...outcomes.values()].some((outcome) => outcome.status === "failed" || outcome.status === "skipped");
+  private async finish(outcomes: Map<string, StepOutcome>, targets: BuildGraph["targets"], prepared: ReadonlyMap<string, PreparedStep>, last: boolean): Promise<BuildResult> {
+    const failed = [...outcomes.values()].some((outcome) => outcome.status === "failed" || outcome.status === "skipped" || outcome.status === "deferred");
     const available = new Map<string, StoredArtifact>();
     for (const [name, edge] of targets) {
       const artifact = outcomes.get(edge.from)?.outputs?.[edge.output];
       if (artifact) available.set(name, artifact);
+    }
+    let local: StoredArtifact[] | undefined;
+    try {
+      local = await this.localArtifacts([...available.values()], last);
+    } catch (error) {
+      this.emit({ type: "warning", message: `could not write the outputs: ${errorMessage(error)}` });
+      return { ok: false, outputs: {}, attestations: {}, exitCode: 1 };
+    }
+    if (!local) return { ok: false, outputs: {}, attestations: {}, exitCode: 1 };
+    [...available.keys()].forEach((name, index) => available.set(name, local[index]!));
+    const built: Record<string, BuiltTarget> = {};
+    for (const [name, edge] of targets) {
+      const artifact = available.get(name);
+      const outcome = outcomes.get(edge.from);
+      if (!artifact || !outcome?.key) continue;
+      const spec = this.graph.steps.get(edge.from)!.node.spec;
+      const mediaTypes = typeof spec.mediaTypes === "function" ? spec.mediaTypes(this.graph.steps.get(edge.from)!.node.options) : spec.mediaTypes;
+      built[name] = { artifact, key: outcome.key, stepId: edge.from, kind: spec.kind, ...(mediaTypes?.[edge.output] && { mediaType: mediaTypes[edge.output] }) };
     }
     let outputs: Record<string, string> = {};
     try {
@@ -459,7 +543,7 @@ export class Build {
         return { ok: false, outputs, attestations, exitCode: 1 };
       }
     }
-    return { ok: !failed, outputs, attestations, exitCode: failed ? 1 : 0 };
+    return { ok: !failed, outputs, attestations, exitCode: failed ? 1 : 0, targets: built };
   }
 }
 

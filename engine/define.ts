@@ -152,6 +152,7 @@ export interface ConfigDefinition {
   readonly arch: Arch | undefined;
   readonly sbom: boolean | undefined;
   readonly provenance: boolean | undefined;
+  readonly cache: ConfigOptions<ParamSpecs>["cache"];
   readonly targets: (params: Record<string, unknown>) => Targets;
   readonly location: SourceLocation | undefined;
 }
@@ -166,6 +167,7 @@ export function defineConfig<const P extends ParamSpecs = {}>(config: ConfigOpti
     arch: (options as ConfigOptions<P>).arch,
     sbom: (options as ConfigOptions<P>).sbom,
     provenance: (options as ConfigOptions<P>).provenance,
+    cache: (options as ConfigOptions<P>).cache,
     targets: options.targets as (params: Record<string, unknown>) => Targets,
     location: callerLocation(),
   };

@@ -28,6 +28,8 @@ export interface StepEvent {
   hint?: string;
   /** Path of the step's full log. */
   log?: string;
+  /** Set when the result came from a registry of the shared cache: its oci:// reference. */
+  remote?: string;
 }
 
 export interface StepSkippedEvent {
@@ -67,6 +69,25 @@ export interface AttestationEvent {
   path: string;
 }
 
+/** Blobs moving to or from a registry of the shared cache: while they move, and a last one per registry (`done`). */
+export interface TransferEvent {
+  type: "transfer";
+  direction: "pull" | "push";
+  /** oci://HOST/REPOSITORY */
+  remote: string;
+  /** Blobs moved so far. */
+  blobs: number;
+  /** Bytes on the wire so far. */
+  bytes: number;
+  /** The sizes of the blobs started so far. */
+  totalBytes: number;
+  /** Blobs that did not need to move (already in the registry, or already here). */
+  skipped: number;
+  /** Blobs moving now. */
+  active: number;
+  done: boolean;
+}
+
 export interface SummaryEvent {
   type: "summary";
   ms: number;
@@ -80,6 +101,6 @@ export interface DoneEvent {
   error?: string;
 }
 
-export type BuildEvent = PlanEvent | StepStartEvent | StepEvent | StepSkippedEvent | LogEvent | WarningEvent | OutputEvent | AttestationEvent | SummaryEvent | DoneEvent;
+export type BuildEvent = PlanEvent | StepStartEvent | StepEvent | StepSkippedEvent | LogEvent | WarningEvent | OutputEvent | AttestationEvent | TransferEvent | SummaryEvent | DoneEvent;
 
 export type EventSink = (event: BuildEvent) => void;

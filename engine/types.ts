@@ -140,6 +140,12 @@ export interface ConfigOptions<P extends ParamSpecs> {
   sbom?: boolean;
   /** Write `out/<target>.intoto.json` (SLSA provenance) beside every target. Default true (`--no-provenance`). */
   provenance?: boolean;
+  /**
+   * A cache shared through OCI registries, as `oci://HOST[:PORT]/REPOSITORY`: step results are
+   * looked up in `from` (in order) after the local cache, and pushed to `to`. The flags
+   * --cache-from/--cache-to and OSBUILD_CACHE_FROM/OSBUILD_CACHE_TO override these.
+   */
+  cache?: { from?: string | readonly string[]; to?: string };
   /** Builds the graph: calls steps and returns the named targets. */
   targets: (params: ParamValues<P>) => Targets;
 }
@@ -232,6 +238,11 @@ export interface StepSpec<Options, Inputs extends readonly ArtifactKind[], Outpu
   requirements?: (options: Options, machine: BuildMachine) => readonly MachineRequirement[];
   /** Checks options when the config is evaluated; return an error message to reject them. */
   validate?: (options: Options) => string | undefined;
+  /**
+   * The media type of each blob output, by name ("out" for a single blob), for `osbuild push`.
+   * Default application/octet-stream.
+   */
+  mediaTypes?: Readonly<Record<string, string>> | ((options: Options) => Readonly<Record<string, string>>);
   /** Does the work. Must be deterministic given its options, inputs and tools. */
   run(options: Options, ctx: StepContext<Inputs, Output>): Promise<void>;
 }

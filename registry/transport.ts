@@ -121,7 +121,7 @@ export class Transport {
         reject(error instanceof RegistryError ? error : new RegistryError(`cannot reach registry ${this.registry}: ${describeCause(error)}`, "check the registry's name and port, that it is running, and the network (DNS, proxy, firewall)", "unreachable"));
       const outgoing = (secure ? httpsRequest : httpRequest)(url, { method: request.method, headers: allHeaders, agent: secure ? this.https : this.http }, (incoming) => {
         incoming.socket?.setTimeout(IDLE_TIMEOUT_MS);
-        resolve(wrapResponse(incoming, url.href, this.registry));
+        resolve(wrapResponse(incoming, url.href, this.registry, request.method === "HEAD"));
       });
       outgoing.setTimeout(IDLE_TIMEOUT_MS, () => outgoing.destroy(Object.assign(new Error(`no answer within ${IDLE_TIMEOUT_MS / 1000} s`), { code: "ETIMEDOUT" })));
       outgoing.on("error", (error) => fail(tlsProblem(error, this.registry) ?? error));
@@ -145,7 +145,7 @@ export class Transport {
   }
 }
 
-function wrapResponse(incoming: IncomingMessage, url: string, registry: string): HttpResponse {
+function wrapResponse(incoming: IncomingMessage, url: string, registry: string, headOnly: boolean): HttpResponse {
   const bytes = async (limit = 4 << 20): Promise<Buffer> => {
     const chunks: Buffer[] = [];
     let total = 0;
@@ -172,10 +172,11 @@ function wrapResponse(incoming: IncomingMessage, url: string, registry: string):
     bytes,
     text: async (limit) => (await bytes(limit)).toString("utf8"),
     discard: async () => {
-      if (incoming.complete || incoming.destroyed) return;
-      // A small rest is read so the connection can be reused; a big one is not worth it.
+      if (incoming.destroyed) return;
+      // The socket goes back to the pool only once the body has been read to its end (even an
+      // empty one, even when it has all arrived): read a small rest; a big one is not worth it.
       const declared = Number(incoming.headers["content-length"] ?? NaN);
-      if (declared > 1 << 20) incoming.destroy();
+      if (declared > 1 << 20 && !incoming.complete && !headOnly) incoming.destroy();
       else incoming.resume();
     },
   };

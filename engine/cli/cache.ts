@@ -1,16 +1,36 @@
-// `osbuild cache ls|verify|prune`: what the cache holds, checking it, trimming it.
+// `osbuild cache ls|verify|prune`: what the cache holds, checking it, trimming it; `ls` and
+// `prune` also work on a registry of the shared cache (oci://HOST/REPOSITORY).
 
 import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { contentOf, type ActionRecord } from "../build.js";
+import { BuildContext, contentOf, type ActionRecord, type BuildSettings } from "../build.js";
+import type { LoadedConfig } from "../config/load.js";
+import { RegistryError } from "../../registry/errors.js";
+import { parseOciReference } from "../../registry/reference.js";
+import type { TransportOptions } from "../../registry/transport.js";
+import { RemoteCache } from "../remote/remote-cache.js";
+import { SharedCache } from "../remote/shared-cache.js";
+import { resolveCached } from "../resolve-cached.js";
 import { ConfigError } from "../errors.js";
 import type { Digest } from "../key.js";
 import { Store, otherUsers } from "../store.js";
 import { discardKeptTrees } from "../rootfs.js";
-import { formatSize } from "./progress.js";
+import { formatSize, plainSink } from "./progress.js";
 
-export async function cacheCommand(args: string[], cacheDir: string, options: { all: boolean; olderThanDays?: string }): Promise<number> {
-  const [action] = args;
+export interface CacheCommandOptions {
+  all: boolean;
+  olderThanDays?: string;
+  /** prune: what the config no longer uses (registries only). */
+  unused: boolean;
+  transport: TransportOptions;
+  /** The config and its settings, for --unused. */
+  usedBy: () => Promise<{ config: LoadedConfig; settings: BuildSettings }>;
+}
+
+export async function cacheCommand(args: string[], cacheDir: string, options: CacheCommandOptions): Promise<number> {
+  const [action, where] = args;
+  if (where !== undefined) return remoteCacheCommand(action, where, options);
+  if (options.unused) throw new ConfigError("--unused prunes a registry: osbuild cache prune oci://HOST/REPOSITORY --unused", undefined, "the local cache is pruned by age (--older-than DAYS) or emptied (--all)");
   if (!existsSync(cacheDir) && action !== "prune") {
     process.stdout.write(`${cacheDir}: empty (no cache yet)\n`);
     return 0;
@@ -23,7 +43,7 @@ export async function cacheCommand(args: string[], cacheDir: string, options: { 
     case "prune":
       return prune(cacheDir, options);
     default:
-      throw new ConfigError(`unknown cache command '${action ?? ""}'`, undefined, "use: osbuild cache ls | verify | prune [--all | --older-than DAYS]");
+      throw new ConfigError(`unknown cache command '${action ?? ""}'`, undefined, "use: osbuild cache ls | verify | prune [--all | --older-than DAYS], or osbuild cache ls | prune oci://HOST/REPOSITORY [--all | --older-than DAYS | --unused]");
   }
 }
 
@@ -129,6 +149,62 @@ async function waitForIdle(dir: string): Promise<void> {
     if (!said) process.stderr.write(`waiting for ${busy} build(s) using ${dir} to finish\n`);
     said = true;
     await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+/** ls and prune of a registry's osbuild entries. */
+async function remoteCacheCommand(action: string | undefined, where: string, options: CacheCommandOptions): Promise<number> {
+  let ref;
+  try {
+    ref = parseOciReference(where);
+  } catch (error) {
+    if (error instanceof RegistryError) throw new ConfigError(error.message, undefined, error.hint);
+    throw error;
+  }
+  if (action !== "ls" && action !== "prune") throw new ConfigError(`cache ${action ?? ""} works on the local cache only`, undefined, "a registry can be listed (osbuild cache ls oci://...) or pruned (osbuild cache prune oci://... --older-than DAYS | --unused | --all)");
+  const out = (line: string): boolean => process.stdout.write(`${line}\n`);
+  const remote = new RemoteCache(ref, { access: action === "ls" ? ["pull"] : ["pull", "push", "delete"], transport: options.transport, concurrency: 8 });
+  try {
+    const entries = await remote.list();
+    if (action === "ls") {
+      const blobs = new Map(entries.flatMap((entry) => entry.blobs.map((digest) => [digest, entry] as const)));
+      out(`cache ${remote.display}`);
+      out(`  ${entries.length} step results, ${blobs.size} blobs (${formatSize(entries.reduce((total, entry) => total + entry.size, 0))} before sharing)`);
+      if (entries.length > 0) out("  step results (newest first):");
+      for (const entry of entries) out(`    ${entry.created}  ${entry.key.slice(0, 16)}…  ${entry.step} (${entry.kind})  ${formatSize(entry.size)}`);
+      return 0;
+    }
+    let doomed = entries;
+    let reason = "every entry";
+    if (options.unused) {
+      const { config, settings } = await options.usedBy();
+      const context = new BuildContext(settings);
+      const shared = new SharedCache({ from: [where], registryCa: options.transport.caFile, plainHttp: options.transport.plainHttp }, { store: context.store, layers: context.layers, cacheDir: settings.cacheDir }, plainSink(process.stderr, process.stderr));
+      try {
+        const resolved = await resolveCached(context, config.graph, [...config.graph.steps.keys()], shared);
+        const used = new Set([...resolved.values()].flatMap((step) => (step.record ? [step.record.key] : [])));
+        doomed = entries.filter((entry) => !used.has(entry.key));
+        reason = `entries ${config.file} does not use`;
+      } finally {
+        await shared.settle();
+      }
+    } else if (!options.all) {
+      const days = options.olderThanDays === undefined ? 30 : Number(options.olderThanDays);
+      if (!Number.isFinite(days) || days < 0) throw new ConfigError(`--older-than ${options.olderThanDays}: expected a number of days`);
+      const cutoff = Date.now() - days * 86_400_000;
+      doomed = entries.filter((entry) => !(Date.parse(entry.created) >= cutoff));
+      reason = `entries pushed more than ${days} days ago`;
+    }
+    for (const entry of doomed) await remote.remove(entry.manifestDigest);
+    out(`removed ${doomed.length} of ${entries.length} step results from ${remote.display} (${reason})`);
+    if (doomed.length > 0) out("  the registry frees their blobs when it collects garbage (docker-registry: garbage-collect CONFIG)");
+    return 0;
+  } catch (error) {
+    if (!(error instanceof RegistryError)) throw error;
+    process.stderr.write(`osbuild: ${remote.display}: ${error.message}\n  hint: ${error.hint}\n`);
+    return 1;
+  } finally {
+    remote.close();
   }
 }
 

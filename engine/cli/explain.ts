@@ -7,6 +7,8 @@ import type { LoadedConfig } from "../config/load.js";
 import { ConfigError, formatLocation } from "../errors.js";
 import { diffJson } from "../key.js";
 import { resolveCached } from "../resolve-cached.js";
+import { SharedCache } from "../remote/shared-cache.js";
+import { plainSink } from "./progress.js";
 
 export async function explainStep(config: LoadedConfig, requested: string, settings: BuildSettings): Promise<number> {
   const graph = config.graph;
@@ -16,41 +18,58 @@ export async function explainStep(config: LoadedConfig, requested: string, setti
   }
   const context = new BuildContext(settings);
   const out = (line: string): boolean => process.stdout.write(`${line}\n`);
-
-  // The step's ancestors, resolved from the cache in build order, without building anything.
-  const resolved = (await resolveCached(context, graph, [stepId])).get(stepId)!;
-  const step = graph.steps.get(stepId)!;
-  if (resolved.prepareError) {
-    const error = resolved.prepareError;
-    out(`${stepId}: cannot start: ${error.message}${error.hint ? `\n  hint: ${error.hint}` : ""}`);
-    return 1;
-  }
-  const where = formatLocation(step.node.location);
-  out(`step ${stepId} (${step.node.spec.kind} v${step.node.spec.version})${where ? ` at ${where}` : ""}`);
-  const missingInputs = resolved.missingInputs;
-  if (missingInputs.length > 0) {
-    out(`  will build: its input${missingInputs.length > 1 ? "s" : ""} from ${missingInputs.map((from) => `'${from}'`).join(", ")} will be built first`);
-    out(`  (run \`osbuild explain ${missingInputs[0]}\` to see why)`);
+  // Only lookups: what the registries of the shared cache hold counts as cached, and nothing is pulled.
+  const shared = settings.cache?.from.length ? new SharedCache({ ...settings.cache, to: undefined }, { store: context.store, layers: context.layers, cacheDir: settings.cacheDir }, plainSink(process.stderr, process.stderr)) : undefined;
+  try {
+    // The step's ancestors, resolved from the caches in build order, without building anything.
+    const resolved = (await resolveCached(context, graph, [stepId], shared)).get(stepId)!;
+    const step = graph.steps.get(stepId)!;
+    if (resolved.prepareError) {
+      const error = resolved.prepareError;
+      out(`${stepId}: cannot start: ${error.message}${error.hint ? `\n  hint: ${error.hint}` : ""}`);
+      return 1;
+    }
+    const where = formatLocation(step.node.location);
+    out(`step ${stepId} (${step.node.spec.kind} v${step.node.spec.version})${where ? ` at ${where}` : ""}`);
+    const missingInputs = resolved.missingInputs;
+    if (missingInputs.length > 0) {
+      out(`  will build: its input${missingInputs.length > 1 ? "s" : ""} from ${missingInputs.map((from) => `'${from}'`).join(", ")} will be built first`);
+      out(`  (run \`osbuild explain ${missingInputs[0]}\` to see why)`);
+      return 0;
+    }
+    const key = resolved.key!;
+    const preimage = resolved.preimage!;
+    const record = resolved.record;
+    if (record) {
+      const origin = resolved.where === "local" ? "" : ` in ${resolved.where}`;
+      const by = record.stepId !== stepId ? ` (as step '${record.stepId}')` : "";
+      out(`  cached${origin}: key ${key.slice(0, 16)}… built ${record.createdAt}${by} in ${record.ms} ms`);
+      return 0;
+    }
+    const registries = shared ? ` nor in ${settings.cache!.from.join(", ")}` : "";
+    out(`  will build: key ${key.slice(0, 16)}… is not in the cache${registries}`);
+    let previous = (await context.store.getJson<HistoryRecord>(context.historyKey(stepId)).catch(() => undefined))?.value;
+    let since = previous ? `last built with key ${previous.key.slice(0, 16)}…` : "";
+    if (!previous && shared) {
+      // No build of it here: compare with the newest one a registry has.
+      const entry = await shared.newestOf(stepId, step.node.spec.kind, key);
+      if (entry) {
+        previous = { key: entry.key, preimage: entry.record.preimage, inputSteps: [], hostPaths: {} };
+        since = `the newest entry of this step in ${entry.cache.display} has key ${entry.key.slice(0, 16)}… (built ${entry.record.createdAt})`;
+      }
+    }
+    if (!previous) {
+      out("  this step has not been built before with this config");
+      return 0;
+    }
+    out(`  ${since}; what changed since:`);
+    const changes = diffJson(previous.preimage, preimage);
+    for (const change of changes) out(`    ${describeChange(change, previous, resolved.prepared!, step.inputs.map((edge) => edge.from))}`);
+    if (changes.length === 0) out("    nothing in the key: its cache entry was removed (pruned or found corrupted)");
     return 0;
+  } finally {
+    await shared?.settle();
   }
-  const key = resolved.key!;
-  const action = resolved.record;
-  if (action) {
-    out(`  cached: key ${key.slice(0, 16)}… built ${action.createdAt} in ${action.ms} ms`);
-    return 0;
-  }
-  out(`  will build: key ${key.slice(0, 16)}… is not in the cache`);
-  const history = await context.store.getJson<HistoryRecord>(context.historyKey(stepId)).catch(() => undefined);
-  if (!history) {
-    out("  this step has not been built before with this config");
-    return 0;
-  }
-  const previous = history.value;
-  out(`  last built with key ${previous.key.slice(0, 16)}…; what changed since:`);
-  const changes = diffJson(previous.preimage, resolved.preimage);
-  for (const change of changes) out(`    ${describeChange(change, previous, resolved.prepared!, step.inputs.map((edge) => edge.from))}`);
-  if (changes.length === 0) out("    nothing in the key: its cache entry was removed (pruned or found corrupted)");
-  return 0;
 }
 
 function describeChange(

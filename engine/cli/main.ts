@@ -11,6 +11,7 @@ import { ConfigError, StepError, errorMessage, formatLocation } from "../errors.
 import type { BuildOverrides, CommandContext, CommandSpec } from "../types.js";
 import { displayPathFor } from "../provenance/display-path.js";
 import type { Invocation } from "../provenance/slsa.js";
+import { parseCacheRefs, type SharedCacheSettings } from "../remote/settings.js";
 import { jsonSink, plainSink, terminalSink } from "./progress.js";
 import { OSBUILD_VERSION } from "../version.js";
 
@@ -27,7 +28,8 @@ commands:
   graph               print the build graph (--format dot|mermaid)
   explain STEP        why STEP is cached or will rebuild
   why TARGET PATH     which steps put PATH into TARGET, from what (--json: one object)
-  cache ls|verify|prune   inspect, check or trim the cache
+  push TARGET REF     build TARGET and push it to a registry (oci://HOST/REPOSITORY[:TAG])
+  cache ls|verify|prune [oci://HOST/REPOSITORY]   inspect, check or trim the cache (or a registry's)
   doctor              check that this machine has what the config's steps need
 
 options:
@@ -41,9 +43,13 @@ options:
   --verbose           show step logs as they come
   --no-sbom           run: no <target>.spdx.json beside the outputs
   --no-provenance     run: no <target>.intoto.json beside the outputs
+  --cache-from REF    also look step results up in this registry (oci://HOST[:PORT]/REPOSITORY; repeatable)
+  --cache-to REF      push step results this registry lacks to it
+  --registry-ca FILE  trust this CA for registries' TLS (besides the system's and certs.d)
+  --plain-http        talk plain HTTP to registries not on loopback
 `;
 
-const BUILTIN_COMMANDS = ["run", "check", "graph", "explain", "why", "cache", "doctor"];
+const BUILTIN_COMMANDS = ["run", "check", "graph", "explain", "why", "push", "cache", "doctor"];
 
 const OPTIONS = {
   config: { type: "string" },
@@ -59,6 +65,13 @@ const OPTIONS = {
   format: { type: "string" },
   all: { type: "boolean" },
   "older-than": { type: "string" },
+  unused: { type: "boolean" },
+  "cache-from": { type: "string", multiple: true },
+  "cache-to": { type: "string" },
+  "registry-ca": { type: "string" },
+  "plain-http": { type: "boolean" },
+  "media-type": { type: "string" },
+  annotation: { type: "string", multiple: true },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
 } satisfies ParseArgsConfig["options"];
@@ -110,7 +123,24 @@ export async function main(argv: readonly string[], commands: readonly CommandSp
       }
       case "cache": {
         const { cacheCommand } = await import("./cache.js");
-        return await cacheCommand(rest, cacheDirOf(values), { all: values.all ?? false, olderThanDays: values["older-than"] });
+        return await cacheCommand(rest, cacheDirOf(values), {
+          all: values.all ?? false,
+          olderThanDays: values["older-than"],
+          unused: values.unused ?? false,
+          transport: { caFile: values["registry-ca"], plainHttp: values["plain-http"] },
+          usedBy: async () => {
+            const config = await load(values);
+            return { config, settings: settingsOf(values, config) };
+          },
+        });
+      }
+      case "push": {
+        const { pushCommand } = await import("./push.js");
+        return await pushCommand(rest, await load(values), settingsOf(values, await load(values)), {
+          mediaType: values["media-type"],
+          annotations: values.annotation ?? [],
+          transport: { caFile: values["registry-ca"], plainHttp: values["plain-http"] },
+        });
       }
       case "doctor": {
         const { doctor } = await import("./doctor.js");
@@ -250,6 +280,7 @@ function settingsOf(values: Values, config: LoadedConfig): BuildSettings {
       provenance: config.provenance && !(values["no-provenance"] ?? false),
       invocation: invocationOf(config),
     },
+    cache: cacheSettingsOf(values, config),
   };
 }
 
@@ -260,6 +291,29 @@ function invocationOf(config: LoadedConfig): Invocation {
     Object.entries(config.params).map(([name, value]) => [name, config.definition.params[name]?.type === "path" && typeof value === "string" ? displayPath(value) : value]),
   );
   return { configFile: config.file, configFiles: config.configFiles, params, sourceDateEpoch: config.sourceDateEpoch, arch: config.arch, displayPath };
+}
+
+/**
+ * The shared cache's registries: the flags, else OSBUILD_CACHE_FROM / OSBUILD_CACHE_TO
+ * (lists split at commas or spaces), else the config's `cache`. An empty value turns one off.
+ */
+function cacheSettingsOf(values: Values, config: LoadedConfig): SharedCacheSettings | undefined {
+  const list = (text: string | undefined): string[] => (text ?? "").split(/[\s,]+/).filter((item) => item !== "");
+  const configured = config.definition.cache;
+  const fromConfig = configured?.from === undefined ? [] : typeof configured.from === "string" ? [configured.from] : [...configured.from];
+  const from = values["cache-from"] !== undefined ? values["cache-from"].filter((item) => item !== "") : process.env.OSBUILD_CACHE_FROM !== undefined ? list(process.env.OSBUILD_CACHE_FROM) : fromConfig;
+  const to = values["cache-to"] ?? process.env.OSBUILD_CACHE_TO ?? configured?.to;
+  if (from.length === 0 && !to) return undefined;
+  const settings: SharedCacheSettings = { from, ...(to ? { to } : {}), registryCa: values["registry-ca"], plainHttp: values["plain-http"] };
+  try {
+    parseCacheRefs(settings);
+  } catch (error) {
+    if (error instanceof ConfigError && values["cache-from"] === undefined && values["cache-to"] === undefined && process.env.OSBUILD_CACHE_FROM === undefined && process.env.OSBUILD_CACHE_TO === undefined) {
+      throw new ConfigError(`the config's cache: ${error.message}`, config.definition.location, error.hint);
+    }
+    throw error;
+  }
+  return settings;
 }
 
 async function runCommand(values: Values, targetNames: string[]): Promise<number> {

@@ -2,7 +2,7 @@
 // plain lines otherwise.
 
 import { formatDuration } from "./format.js";
-import type { BuildEvent, EventSink } from "../events.js";
+import type { BuildEvent, EventSink, TransferEvent } from "../events.js";
 
 export function jsonSink(write: (line: string) => void = (line) => process.stdout.write(line)): EventSink {
   return (event) => write(`${JSON.stringify(event)}\n`);
@@ -22,6 +22,7 @@ export function plainSink(out: NodeJS.WritableStream = process.stdout, err: Node
 /** A terminal display: finished steps scroll up, running ones stay at the bottom with a timer. */
 export function terminalSink(stream: NodeJS.WriteStream = process.stderr, out: NodeJS.WritableStream = process.stdout): { sink: EventSink; stop: () => void } {
   const running = new Map<string, { kind: string; since: number }>();
+  const transfers = new Map<string, TransferEvent>();
   let drawnLines = 0;
   let frame = 0;
   const spinner = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -33,6 +34,7 @@ export function terminalSink(stream: NodeJS.WriteStream = process.stderr, out: N
     clear();
     const now = performance.now();
     const lines = [...running].map(([id, { kind, since }]) => `${spinner[frame % spinner.length]} ${id} (${kind}) ${formatDuration(now - since)}`);
+    for (const transfer of transfers.values()) lines.push(`${transfer.direction === "push" ? "↑" : "↓"} ${transfer.direction === "push" ? "pushing to" : "pulling from"} ${transfer.remote}: ${formatSize(transfer.bytes)} of ${formatSize(transfer.totalBytes)}, ${transfer.active} blob${transfer.active === 1 ? "" : "s"} moving`);
     if (lines.length > 0) stream.write(`${lines.join("\n")}\n`);
     drawnLines = lines.length;
     frame++;
@@ -42,6 +44,10 @@ export function terminalSink(stream: NodeJS.WriteStream = process.stderr, out: N
   const sink: EventSink = (event) => {
     if (event.type === "step-start") running.set(event.id, { kind: event.kind, since: performance.now() });
     if (event.type === "step" || event.type === "step-skipped") running.delete(event.id);
+    if (event.type === "transfer") {
+      if (event.done || event.active === 0) transfers.delete(`${event.direction} ${event.remote}`);
+      else transfers.set(`${event.direction} ${event.remote}`, event);
+    }
     const line = event.type === "step-start" ? undefined : describe(event);
     if (line) {
       clear();
@@ -63,7 +69,7 @@ function describe(event: BuildEvent): string | undefined {
     case "step-start":
       return `→ ${event.id} (${event.kind}) building`;
     case "step": {
-      const head = `${STATUS_MARK[event.status]} ${event.id} (${event.kind}) ${event.status} ${formatDuration(event.ms)}`;
+      const head = `${STATUS_MARK[event.status]} ${event.id} (${event.kind}) ${event.status}${event.remote ? ` in ${event.remote}` : ""} ${formatDuration(event.ms)}`;
       if (event.status !== "failed") return head;
       const details = [`  error: ${indent(event.error ?? "failed")}`];
       if (event.hint) details.push(`  hint: ${event.hint}`);
@@ -89,6 +95,12 @@ function describe(event: BuildEvent): string | undefined {
       return `${event.written ? "wrote" : "up to date"} ${event.path} (${formatSize(event.size)})`;
     case "attestation":
       return `wrote ${event.path} (${event.kind === "sbom" ? "SBOM" : "provenance"} of ${event.target})`;
+    case "transfer": {
+      if (!event.done) return undefined;
+      const moved = `${event.blobs} blob${event.blobs === 1 ? "" : "s"} (${formatSize(event.bytes)})`;
+      if (event.direction === "pull") return `pulled ${moved} from ${event.remote}`;
+      return `pushed ${moved} to ${event.remote}${event.skipped > 0 ? `; ${event.skipped} already there` : ""}`;
+    }
     case "done":
       return event.ok ? undefined : `build failed${event.error ? `: ${event.error}` : ""}`;
     default:
