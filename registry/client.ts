@@ -76,7 +76,7 @@ export class RegistryClient {
     private readonly options: ClientOptions = {},
   ) {
     this.transport = new Transport(ref.registry, options);
-    this.base = `${this.transport.origin}/v2/${ref.repository}`;
+    this.base = `/v2/${ref.repository}`;
     this.access = options.access ?? ["pull"];
     if (options.credentials) this.credentials = Promise.resolve(options.credentials);
   }
@@ -92,7 +92,7 @@ export class RegistryClient {
 
   /** GET /v2/ with credentials: fails early (unreachable, denied) before anything is sent. */
   async ping(): Promise<void> {
-    const response = await this.send({ method: "GET", url: `${this.transport.origin}/v2/` });
+    const response = await this.send({ method: "GET", url: "/v2/" });
     await response.discard();
     if (response.status !== 200) throw this.unexpected(response, "the API version check");
   }

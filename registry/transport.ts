@@ -1,7 +1,8 @@
 // HTTP to one registry, as container tools do it: TLS checked against the system's CAs (plus
 // any given CA and the registry's certs.d directory), plain HTTP only on the loopback
-// interface or when asked for, kept-alive connections, redirects followed (credentials never
-// sent to another host), and idempotent requests retried with backoff.
+// interface (when the registry does not speak TLS there) or when asked for, kept-alive
+// connections, redirects followed (credentials never sent to another host), and idempotent
+// requests retried with backoff.
 
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
@@ -57,8 +58,8 @@ const IDLE_TIMEOUT_MS = 60_000;
 const USER_AGENT = "osbuild";
 
 export class Transport {
-  /** "https://HOST[:PORT]" or, on loopback or when asked, "http://HOST[:PORT]". */
-  readonly origin: string;
+  /** TLS or not; undecided on loopback until the registry answers (TLS is tried first). */
+  private secure: boolean | undefined;
   private readonly http = new HttpAgent({ keepAlive: true, maxSockets: 16 });
   private readonly https: HttpsAgent;
 
@@ -66,8 +67,13 @@ export class Transport {
     readonly registry: string,
     options: TransportOptions = {},
   ) {
-    this.origin = `${isLoopback(registry) || options.plainHttp ? "http" : "https"}://${registry}`;
+    this.secure = options.plainHttp ? false : isLoopback(registry) ? undefined : true;
     this.https = new HttpsAgent({ keepAlive: true, maxSockets: 16, ...tlsOptions(registry, options) });
+  }
+
+  /** "https://HOST[:PORT]", or "http://..." on loopback without TLS or when asked for. */
+  get origin(): string {
+    return `${this.secure === false ? "http" : "https"}://${this.registry}`;
   }
 
   close(): void {
@@ -81,6 +87,7 @@ export class Transport {
     for (let attempt = 1; ; attempt++) {
       let response: HttpResponse;
       try {
+        if (this.secure === undefined) await this.decideScheme();
         response = await this.follow(request);
       } catch (error) {
         if (!retry || attempt >= ATTEMPTS || !(error instanceof RegistryError && error.code === "unreachable")) throw error;
@@ -91,6 +98,26 @@ export class Transport {
       await response.discard();
       await sleep(retryAfter(response.headers["retry-after"]) ?? backoff(attempt));
     }
+  }
+
+  private deciding: Promise<void> | undefined;
+
+  /**
+   * On loopback, container tools use TLS when the registry speaks it and plain HTTP when it does
+   * not. Asked in plain HTTP first (no TLS set-up for the usual local registry): a TLS server
+   * answers that with a 400 saying so.
+   */
+  private decideScheme(): Promise<void> {
+    this.deciding ??= (async () => {
+      const response = await this.send({ method: "GET", url: "/v2/" }, new URL(`http://${this.registry}/v2/`), {});
+      const text = response.status === 400 ? await response.text(4096).catch(() => "") : (await response.discard(), "");
+      this.secure = /HTTPS server/i.test(text);
+    })().catch((error: unknown) => {
+      this.secure = undefined;
+      this.deciding = undefined;
+      throw error;
+    });
+    return this.deciding;
   }
 
   private async follow(request: HttpRequest): Promise<HttpResponse> {

@@ -33,6 +33,7 @@
 import { chmodSync, copyFileSync, createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { defineStep, resolveSymlinks, type BlobStepContext } from "../engine/index.js";
+import { initrdMediaType } from "./media-types.js";
 import { CpioParser, type CpioHeaderType } from "../formats/cpio.js";
 import { checkAgentBinary } from "./agent-binary.js";
 import type { InitSystem } from "./fetch-base.js";
@@ -77,6 +78,7 @@ export const dracut = defineStep({
   version: 2,
   inputs: [],
   output: "blob",
+  mediaTypes: { out: initrdMediaType("none") },
   hostPaths: ["agent", "modulesDir"],
   tools: [
     { command: "dracut", versionArgs: ["--version"], package: "dracut" },

@@ -14,6 +14,7 @@ import { defineStep, type ExecOptions, type ExecResult, type FileEntry, type Lay
 import { encodeNewcHeader, newcPadding, newcTrailer, type CpioEntry } from "../formats/cpio.js";
 import { encodeName } from "../formats/names.js";
 import { checkBootable } from "./checks.js";
+import { initrdMediaType } from "./media-types.js";
 
 export type CpioCompression = "gzip" | "zstd" | "none";
 
@@ -41,6 +42,7 @@ export const mkCpio = defineStep({
   version: 6,
   inputs: ["rootfs"],
   output: "blob",
+  mediaTypes: (options: MkCpioOptions) => ({ out: initrdMediaType(options.compression ?? "gzip") }),
   tools: (options: MkCpioOptions) => {
     const compression = options.compression ?? "gzip";
     if (compression === "gzip") return [{ command: "pigz", package: "pigz" }];

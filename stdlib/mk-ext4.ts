@@ -6,6 +6,7 @@
 
 import { defineStep } from "../engine/index.js";
 import { DISK_IMAGE_TOOLS, buildDiskImage, validateDiskImageOptions, type DiskImageOptions } from "./disk-image/build.js";
+import { DISK_IMAGE_MEDIA_TYPE } from "./media-types.js";
 
 export type MkExt4Options = DiskImageOptions;
 
@@ -14,6 +15,7 @@ export const mkExt4 = defineStep({
   version: 6,
   inputs: ["rootfs"],
   output: "blob",
+  mediaTypes: { out: DISK_IMAGE_MEDIA_TYPE },
   tools: (options: MkExt4Options) => DISK_IMAGE_TOOLS(options),
   validate: (options: MkExt4Options) => validateDiskImageOptions(options),
   async run(options: MkExt4Options, ctx) {

@@ -6,6 +6,7 @@ import { writeFileSync } from "node:fs";
 import { defineStep } from "../engine/index.js";
 import { DISK_IMAGE_TOOLS, buildDiskImage, validateDiskImageOptions, type DiskImageOptions } from "./disk-image/build.js";
 import { kernelParams, rootHashFile } from "./disk-image/verity.js";
+import { DISK_IMAGE_MEDIA_TYPE, TEXT_MEDIA_TYPE } from "./media-types.js";
 
 export type MkVerityImageOptions = DiskImageOptions;
 
@@ -14,6 +15,7 @@ export const mkVerityImage = defineStep({
   version: 4,
   inputs: ["rootfs"],
   output: { blobs: ["image", "rootHash", "kernelParams"] },
+  mediaTypes: { image: DISK_IMAGE_MEDIA_TYPE, rootHash: TEXT_MEDIA_TYPE, kernelParams: TEXT_MEDIA_TYPE },
   tools: (options: MkVerityImageOptions) => [...DISK_IMAGE_TOOLS(options), { command: "veritysetup", versionArgs: ["--version"], package: "cryptsetup-bin" }],
   validate: (options: MkVerityImageOptions) => validateDiskImageOptions(options),
   async run(options: MkVerityImageOptions, ctx) {

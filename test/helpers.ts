@@ -48,7 +48,8 @@ export interface RunResult {
 
 export interface RunOptions {
   cwd: string;
-  env?: Record<string, string>;
+  /** Added to the environment; an undefined value unsets a variable. */
+  env?: Record<string, string | undefined>;
   /** Run as this unprivileged uid (and its gid), with no capabilities and HOME=cwd. */
   asUser?: number;
   /** A command that runs osbuild, e.g. ["unshare", "--net"] for a build without a network. */

@@ -1,11 +1,13 @@
 // A real OCI registry for tests: Debian's docker-registry (distribution v2) on a free loopback
-// port, optionally behind token auth served by a small token server, and filled with skopeo.
+// port, optionally behind token auth served by a small token server or htpasswd Basic auth,
+// optionally over TLS (a test CA), filled with skopeo; and a byte-counting TCP proxy to put in
+// front of it.
 
 import { spawn, spawnSync } from "node:child_process";
 import { createHash, createPrivateKey, randomBytes, sign, X509Certificate } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { createServer as createNetServer } from "node:net";
+import { connect, createServer as createNetServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { imageConfig, imageIndex, imageManifest, MEDIA_TYPES, OCI_LAYOUT, type Descriptor } from "../formats/oci.js";
@@ -17,8 +19,15 @@ export interface RegistryCredentials {
 }
 
 export interface StartRegistryOptions {
-  /** "token": the registry demands bearer tokens from a token server, as Docker Hub, ghcr.io and quay.io do. */
-  auth?: "none" | "token";
+  /**
+   * "token": the registry demands bearer tokens from a token server, as Docker Hub, ghcr.io and
+   * quay.io do. "htpasswd": HTTP Basic auth against an htpasswd file (docker-registry's own).
+   */
+  auth?: "none" | "token" | "htpasswd";
+  /** Serve HTTPS with a certificate for 127.0.0.1 from a test CA (`caPath`). */
+  tls?: boolean;
+  /** Allow DELETE of manifests (for pruning). */
+  deletes?: boolean;
   /**
    * Token auth only: anonymous pulls are denied. `true` or "refuse-token": the token server
    * answers 401 (as ghcr.io does for private images); "empty-grant": it issues a token that grants
@@ -32,10 +41,19 @@ export interface TestRegistry {
   address: string;
   /** The registry's filesystem storage root. */
   storageDir: string;
-  /** With token auth: the user the token server grants push to. Anonymous requests get pull at most. */
+  /**
+   * With token auth: the user the token server grants push to (anonymous requests get pull at
+   * most). With htpasswd: the only user.
+   */
   credentials?: RegistryCredentials;
+  /** With TLS: the CA that signed the registry's certificate. */
+  caPath?: string;
   /** How many tokens were asked for so far (token auth). */
   readonly tokenRequests: number;
+  /** Kills the registry process at once (SIGKILL), keeping its storage. */
+  kill(): Promise<void>;
+  /** Starts it again on the same address, with the same storage and configuration. */
+  start(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -49,7 +67,21 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
   let tokenServer: Server | undefined;
   let credentials: RegistryCredentials | undefined;
   let authSection = "";
+  let tlsSection = "";
+  let caPath: string | undefined;
   let tokenRequests = 0;
+  if (options.tls) {
+    const tls = makeServerCert(workDir);
+    caPath = tls.caPath;
+    tlsSection = ["  tls:", `    certificate: ${tls.certPath}`, `    key: ${tls.keyPath}`].join("\n");
+  }
+  if (options.auth === "htpasswd") {
+    credentials = { username: "osbuild", password: randomBytes(12).toString("hex") };
+    const htpasswd = spawnSync("htpasswd", ["-nbB", credentials.username, credentials.password], { encoding: "utf8" });
+    if (htpasswd.status !== 0) throw new Error(`htpasswd failed (install apache2-utils): ${htpasswd.stderr}`);
+    writeFileSync(join(workDir, "htpasswd"), htpasswd.stdout);
+    authSection = ["auth:", "  htpasswd:", "    realm: osbuild-test", `    path: ${join(workDir, "htpasswd")}`].join("\n");
+  }
   if (options.auth === "token") {
     credentials = { username: "osbuild", password: randomBytes(12).toString("hex") };
     const signer = makeSigningCert(workDir);
@@ -74,10 +106,14 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
     tokenServer?.closeAllConnections();
     if (tokenServer) await new Promise<void>((resolve) => tokenServer!.close(() => resolve()));
   };
+  // One secret for every start: upload sessions stay valid when the registry is restarted.
+  const secret = randomBytes(16).toString("hex");
+  const scheme = options.tls ? "https" : "http";
   // The free port may be taken between finding it and the registry binding it: then try another.
   for (let attempt = 1; ; attempt++) {
     const address = `127.0.0.1:${await freePort()}`;
-    const stopRegistry = await serveRegistry(workDir, storageDir, address, authSection).catch(async (error: Error) => {
+    const configPath = writeRegistryConfig(workDir, { storageDir, address, secret, authSection, tlsSection, deletes: options.deletes ?? false });
+    let stopRegistry = await serveRegistry(configPath, address, scheme, caPath).catch(async (error: Error) => {
       if (attempt < 3 && /address already in use/.test(error.message)) return undefined;
       await stopTokenServer();
       rmSync(workDir, { recursive: true, force: true });
@@ -85,7 +121,7 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
     });
     if (!stopRegistry) continue;
     const stop = async (): Promise<void> => {
-      await stopRegistry();
+      await stopRegistry?.();
       await stopTokenServer();
       rmSync(workDir, { recursive: true, force: true });
     };
@@ -93,16 +129,27 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
       address,
       storageDir,
       credentials,
+      ...(caPath && { caPath }),
       get tokenRequests() {
         return tokenRequests;
+      },
+      kill: async () => {
+        await stopRegistry?.("SIGKILL");
+        stopRegistry = undefined;
+      },
+      start: async () => {
+        if (stopRegistry) return;
+        stopRegistry = await serveRegistry(configPath, address, scheme, caPath);
       },
       stop,
     };
   }
 }
 
-/** Starts docker-registry on `address` and waits until it answers; resolves to a function that stops it. */
-async function serveRegistry(workDir: string, storageDir: string, address: string, authSection: string): Promise<() => Promise<void>> {
+function writeRegistryConfig(
+  workDir: string,
+  settings: { storageDir: string; address: string; secret: string; authSection: string; tlsSection: string; deletes: boolean },
+): string {
   const configPath = join(workDir, "config.yml");
   writeFileSync(
     configPath,
@@ -112,13 +159,20 @@ async function serveRegistry(workDir: string, storageDir: string, address: strin
       "  level: warn",
       "storage:",
       "  filesystem:",
-      `    rootdirectory: ${storageDir}`,
+      `    rootdirectory: ${settings.storageDir}`,
+      ...(settings.deletes ? ["  delete:", "    enabled: true"] : []),
       "http:",
-      `  addr: ${address}`,
-      `  secret: ${randomBytes(16).toString("hex")}`,
-      authSection,
+      `  addr: ${settings.address}`,
+      `  secret: ${settings.secret}`,
+      settings.tlsSection,
+      settings.authSection,
     ].join("\n") + "\n",
   );
+  return configPath;
+}
+
+/** Starts docker-registry and waits until it answers; resolves to a function that stops it. */
+async function serveRegistry(configPath: string, address: string, scheme: "http" | "https", caPath: string | undefined): Promise<(signal?: NodeJS.Signals) => Promise<void>> {
   const registry = spawn("/usr/bin/docker-registry", ["serve", configPath], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   registry.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
@@ -135,12 +189,12 @@ async function serveRegistry(workDir: string, storageDir: string, address: strin
       done();
     });
   });
-  const stop = async (): Promise<void> => {
-    if (running) registry.kill("SIGTERM");
+  const stop = async (signal: NodeJS.Signals = "SIGTERM"): Promise<void> => {
+    if (running) registry.kill(signal);
     await exited;
   };
   try {
-    await waitUntilServing(address, () => !running);
+    await waitUntilServing(address, scheme, caPath, () => !running);
   } catch (error) {
     await stop();
     throw new Error(`docker-registry did not start on ${address}: ${(error as Error).message}\n${stderr}`);
@@ -154,20 +208,96 @@ export function registryBlobPath(storageDir: string, digest: string): string {
   return join(storageDir, "docker/registry/v2/blobs/sha256", hex.slice(0, 2), hex, "data");
 }
 
-async function waitUntilServing(address: string, hasExited: () => boolean): Promise<void> {
+async function waitUntilServing(address: string, scheme: "http" | "https", caPath: string | undefined, hasExited: () => boolean): Promise<void> {
   const deadline = Date.now() + 15_000;
   for (;;) {
     if (hasExited()) throw new Error("it exited");
-    try {
-      // 401 counts: with token auth /v2/ answers 401 as soon as the registry is up.
-      const response = await fetch(`http://${address}/v2/`);
-      if (response.status === 200 || response.status === 401) return;
-    } catch {
-      /* not listening yet */
+    // 401 counts: with auth, /v2/ answers 401 as soon as the registry is up.
+    if (scheme === "http") {
+      const status = await fetch(`http://${address}/v2/`).then((response) => response.status, () => 0);
+      if (status === 200 || status === 401) return;
+    } else {
+      const curl = spawnSync("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", caPath!, `https://${address}/v2/`], { encoding: "utf8" });
+      if (curl.stdout === "200" || curl.stdout === "401") return;
     }
-    if (Date.now() > deadline) throw new Error(`nothing answered on http://${address}/v2/ within 15 s`);
+    if (Date.now() > deadline) throw new Error(`nothing answered on ${scheme}://${address}/v2/ within 15 s`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** A test CA and a certificate for 127.0.0.1 signed by it. */
+function makeServerCert(dir: string): { caPath: string; certPath: string; keyPath: string } {
+  const caPath = join(dir, "ca.crt");
+  const certPath = join(dir, "server.crt");
+  const keyPath = join(dir, "server.key");
+  const run = (args: string[]): void => {
+    const result = spawnSync("openssl", args, { cwd: dir, encoding: "utf8" });
+    if (result.status !== 0) throw new Error(`openssl ${args.join(" ")} failed:\n${result.stderr}`);
+  };
+  writeFileSync(join(dir, "san.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n");
+  run(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", caPath, "-days", "2", "-subj", "/CN=osbuild-test-ca"]);
+  run(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", keyPath, "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+  run(["x509", "-req", "-in", "server.csr", "-CA", caPath, "-CAkey", "ca.key", "-CAcreateserial", "-out", certPath, "-days", "2", "-extfile", "san.cnf"]);
+  return { caPath, certPath, keyPath };
+}
+
+// ---------------------------------------------------------------------------
+// A proxy that counts
+
+export interface CountingProxy {
+  /** "127.0.0.1:PORT", to use instead of the registry's. */
+  address: string;
+  /** Bytes from clients to the registry (requests: what a push uploads), since the start or the last reset. */
+  readonly uploaded: number;
+  readonly downloaded: number;
+  reset(): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * A TCP proxy to `target` that counts the bytes each way; `onUploaded` sees the running
+ * upload count (a test can kill the registry half-way through a push).
+ */
+export async function startCountingProxy(target: string, onUploaded?: (bytes: number) => void): Promise<CountingProxy> {
+  let uploaded = 0;
+  let downloaded = 0;
+  const sockets = new Set<Socket>();
+  const [host, port] = target.split(":") as [string, string];
+  const server = createNetServer((client) => {
+    const upstream = connect(Number(port), host);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("close", () => sockets.delete(socket));
+      socket.on("error", () => undefined);
+    }
+    client.on("data", (chunk: Buffer) => {
+      uploaded += chunk.length;
+      onUploaded?.(uploaded);
+    });
+    upstream.on("data", (chunk: Buffer) => (downloaded += chunk.length));
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+  });
+  await listen(server);
+  return {
+    address: `127.0.0.1:${portOf(server)}`,
+    get uploaded() {
+      return uploaded;
+    },
+    get downloaded() {
+      return downloaded;
+    },
+    reset() {
+      uploaded = 0;
+      downloaded = 0;
+    },
+    async stop() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }
 
 async function freePort(): Promise<number> {

@@ -39,6 +39,8 @@ export class SharedCache {
   private readonly refused = new Map<RemoteCache, Set<CacheKey>>();
   private readonly localized = new Map<CacheKey, Promise<ActionRecord>>();
   private readonly pushes = new Map<CacheKey, Promise<void>>();
+  /** The latest result of each key seen in this build, for the repairs at the end. */
+  private readonly results = new Map<CacheKey, { record: ActionRecord; entry?: RemoteEntry }>();
   readonly meter: TransferMeter;
 
   constructor(
@@ -118,32 +120,45 @@ export class SharedCache {
    * `settle`). `entry` is where the result came from when it came from a registry.
    */
   schedulePush(key: CacheKey, record: ActionRecord, entry?: RemoteEntry): void {
-    const target = this.target;
-    if (!target || this.unusable.has(target) || this.pushes.has(key)) return;
-    this.pushes.set(
-      key,
-      this.push(target, key, record, entry).catch((error: unknown) => {
-        if (error instanceof RefusedEntryError) return; // said when it was refused
-        this.failed(target, error, key, record.stepId, "push");
-      }),
-    );
+    this.results.set(key, { record, ...(entry && { entry }) });
+    if (!this.pushes.has(key)) this.pushes.set(key, this.pushOne(key, record, entry, false));
   }
 
-  /** Waits for the pushes, reports what moved, and closes the connections. */
+  /**
+   * Waits for the pushes, then repairs the target's entries found damaged in this build (their
+   * content is here by now), reports what moved, and closes the connections.
+   */
   async settle(): Promise<void> {
     await Promise.all(this.pushes.values());
+    const target = this.target;
+    if (target) {
+      const repairs = [...this.results].filter(([key, { record, entry }]) => (this.refused.get(target)?.has(key) ?? false) || this.damagedIn(target, entry?.record ?? record));
+      await Promise.all(repairs.map(([key, { record, entry }]) => this.pushOne(key, record, entry, true)));
+    }
     this.meter.summary();
     for (const cache of new Set([...this.sources, ...(this.target ? [this.target] : [])])) cache.close();
   }
 
-  private async push(target: RemoteCache, key: CacheKey, record: ActionRecord, entry: RemoteEntry | undefined): Promise<void> {
-    const refusedThere = this.refused.get(target)?.has(key) ?? false;
-    const damaged = recordContent(entry?.record ?? record).some((item) => target.bad.has(item.digest));
-    if (!refusedThere && !damaged) {
-      if (entry?.cache === target) return; // it came from there
-      if (await target.has(key)) return;
+  /** Pushes unless the target has the key (or, with `repair`, always); never throws. */
+  private async pushOne(key: CacheKey, record: ActionRecord, entry: RemoteEntry | undefined, repair: boolean): Promise<void> {
+    const target = this.target;
+    if (!target || this.unusable.has(target)) return;
+    try {
+      if (!repair) {
+        // Entries refused or found damaged wait for the repairs at the end, when their content is here.
+        if (this.refused.get(target)?.has(key) || this.damagedIn(target, entry?.record ?? record)) return;
+        if (entry?.cache === target) return; // it came from there
+        if (await target.has(key)) return;
+      }
+      await target.push(entry ? await this.localize(entry) : record, this.local.store);
+    } catch (error) {
+      if (error instanceof RefusedEntryError) return; // said when it was refused
+      this.failed(target, error, key, record.stepId, "push");
     }
-    await target.push(entry ? await this.localize(entry) : record, this.local.store);
+  }
+
+  private damagedIn(cache: RemoteCache, record: ActionRecord): boolean {
+    return recordContent(record).some((item) => cache.bad.has(item.digest));
   }
 
   private refuse(cache: RemoteCache, key: CacheKey, stepId: string, why: string): void {
