@@ -97,7 +97,10 @@ export interface CommandContext {
   readonly outDir: string;
   /** The config's target names (loads and type-checks it). */
   targetNames(): Promise<string[]>;
-  /** Builds targets of the config as `osbuild run` would, reporting progress on stderr. */
+  /**
+   * Builds targets of the config as `osbuild run` would, reporting progress on stderr. With
+   * `cacheDir`, from that cache alone (no --cache-from/--cache-to registries either).
+   */
   build(targets?: readonly string[], overrides?: BuildOverrides): Promise<BuiltOutputs>;
   /**
    * What a build of these targets would record as its inputs in the provenance, found

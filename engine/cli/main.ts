@@ -219,7 +219,8 @@ async function overridden(values: Values, targets: readonly string[] | undefined
     const sets: Array<[string, string]> = Object.entries(overrides.params ?? {}).map(([name, value]) => [name, config.definition.params[name]?.type === "path" ? resolve(configDir, String(value)) : String(value)]);
     config = await load(values, { sets, sourceDateEpoch: overrides.sourceDateEpoch });
   }
-  const settings = { ...settingsOf(values, config), ...(overrides.outDir ? { outDir: overrides.outDir } : {}), ...(overrides.cacheDir ? { cacheDir: overrides.cacheDir } : {}) };
+  // A cache of its own means a build from nothing: no registries of the shared cache either.
+  const settings = { ...settingsOf(values, config), ...(overrides.outDir ? { outDir: overrides.outDir } : {}), ...(overrides.cacheDir ? { cacheDir: overrides.cacheDir, cache: undefined } : {}) };
   const names = targets && targets.length > 0 ? [...targets] : [...config.graph.targets.keys()];
   checkTargets(config, names);
   return { config, settings, names };

@@ -143,6 +143,14 @@ export class RemoteCache {
     return record;
   }
 
+  /** Whether all of the entry's content is in the store already. */
+  async isHere(entry: RemoteEntry, store: Store): Promise<boolean> {
+    for (const item of entry.content) {
+      if (item.role === "blob" ? !store.hasContent(item.digest) : !(await localLayer(store, item))) return false;
+    }
+    return true;
+  }
+
   /**
    * Pushes a result whose content is in `store`: the blobs the repository lacks, the config,
    * then the manifest under the key's tag (last, so that a tag always names a whole entry).

@@ -39,6 +39,8 @@ export class SharedCache {
   private readonly refused = new Map<RemoteCache, Set<CacheKey>>();
   private readonly localized = new Map<CacheKey, Promise<ActionRecord>>();
   private readonly pushes = new Map<CacheKey, Promise<void>>();
+  /** The entries found in the registries, by key. */
+  private readonly hits = new Map<CacheKey, RemoteEntry>();
   /** The latest result of each key seen in this build, for the repairs at the end. */
   private readonly results = new Map<CacheKey, { record: ActionRecord; entry?: RemoteEntry }>();
   readonly meter: TransferMeter;
@@ -78,6 +80,7 @@ export class SharedCache {
           this.refuse(cache, key, stepId, `it needs ${damaged.digest}, which that registry holds damaged`);
           continue;
         }
+        this.hits.set(key, entry);
         return entry;
       } catch (error) {
         this.failed(cache, error, key, stepId);
@@ -130,6 +133,12 @@ export class SharedCache {
    */
   async settle(): Promise<void> {
     await Promise.all(this.pushes.values());
+    // Entries whose content came in for others (a base's layer is in every rootfs above it) are
+    // recorded here too, so that the next build finds them without asking the registry.
+    for (const [key, entry] of this.hits) {
+      if (this.localized.has(key) || !(await entry.cache.isHere(entry, this.local.store))) continue;
+      await entry.cache.fetch(entry, this.local).catch(() => undefined);
+    }
     const target = this.target;
     if (target) {
       const repairs = [...this.results].filter(([key, { record, entry }]) => (this.refused.get(target)?.has(key) ?? false) || this.damagedIn(target, entry?.record ?? record));
