@@ -3,9 +3,10 @@
 // osbuild would not have written (paths that are not canonical or out of order, no end
 // marker, data hidden after it) is refused before anything uses it.
 
+import { createHash, type Hash } from "node:crypto";
 import { TarFormatError, TarParser } from "../../formats/tar.js";
 import { checkedArchivePath } from "../layers/import.js";
-import { comparePaths, isFile, tocEntryFromHeader, type Toc, type TocEntry } from "../layers/toc.js";
+import { comparePaths, isFile, tocEntryFromHeader, type Toc, type TocEntry, type TocFile } from "../layers/toc.js";
 import { RefusedContentError } from "./format.js";
 
 export class LayerReader {
@@ -15,9 +16,18 @@ export class LayerReader {
   private lastFile: string | undefined;
   private problem: string | undefined;
   private afterEnd = false;
+  /** The regular file whose data is coming, and the hash of it so far (the TOC keeps each file's sha256). */
+  private file: { entry: TocFile; hash: Hash } | undefined;
 
   constructor(private readonly what: string) {
-    this.parser = new TarParser({ onEntry: (header, offset) => this.add(tocEntryFromHeader(header, offset), header.rawPath) });
+    this.parser = new TarParser({
+      onEntry: (header, offset) => this.add(tocEntryFromHeader(header, offset), header.rawPath),
+      onData: (chunk) => this.file?.hash.update(chunk),
+      onEntryEnd: () => {
+        if (this.file) this.file.entry.sha256 = this.file.hash.digest("hex");
+        this.file = undefined;
+      },
+    });
   }
 
   write(chunk: Buffer): void {
@@ -68,6 +78,7 @@ export class LayerReader {
       if (this.lastFile !== undefined && comparePaths(this.lastFile, entry.path) >= 0) this.problem = `'${entry.path}' comes after '${this.lastFile}'`;
       if (entry.type === "hardlink" && !canonical(entry.linkTarget ?? "")) this.problem = `the hardlink '${entry.path}' points to '${entry.linkTarget}'`;
       this.lastFile = entry.path;
+      if (entry.type === "file") this.file = { entry, hash: createHash("sha256") };
     } else {
       if (this.lastFile !== undefined) this.problem = `the whiteout of '${entry.path}' comes after files`;
       if (this.lastMarker !== undefined && comparePaths(this.lastMarker, entry.path) >= 0) this.problem = `the whiteout of '${entry.path}' is out of order`;

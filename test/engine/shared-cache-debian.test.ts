@@ -18,10 +18,12 @@ import { osbuild, REPO, sh, statuses, tempDir, writeFiles, type RunResult } from
 
 const CONFIG = join(REPO, "osbuild.config.ts");
 const STEPS = ["fetch-base", "provision", "install-agent", "mk-cpio", "mk-ext4"];
+/** Where osbuild finds the programs steps run, with a stand-in directory first. */
+const toolPath = (first: string): string => `${first}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`;
 type Events = RunResult["events"];
 
 /**
- * Two stand-ins for mmdebstrap, first on PATH: each logs every call. One runs the real
+ * Two stand-ins for mmdebstrap, first in the tools' path (OSBUILD_PATH): each logs every call. One runs the real
  * mmdebstrap; the other only prints its version (the cache key holds it) and fails any
  * other call, so that a build that wanted to bootstrap would fail.
  */
@@ -133,7 +135,7 @@ describe("a cache shared through a registry, with the default config", () => {
 
   const run = (cache: string, out: string, args: string[], options: { shim?: "runs" | "refuses"; env?: Record<string, string> } = {}): Promise<RunResult> => {
     const shim = shims[options.shim ?? "runs"];
-    return osbuild(["run", "--json", "--config", CONFIG, "--cache-dir", cache, "--out", out, ...args], { cwd: work, env: { ...options.env, PATH: `${shim.bin}:${options.env?.PATH ?? process.env.PATH}` } });
+    return osbuild(["run", "--json", "--config", CONFIG, "--cache-dir", cache, "--out", out, ...args], { cwd: work, env: { ...options.env, OSBUILD_PATH: toolPath(shim.bin) } });
   };
   const remote = (target: TestRegistry | { address: string }, repository = "kata"): string => `oci://${target.address}/${repository}`;
   const fresh = (label: string): { cache: string; out: string } => ({ cache: tempDir(`${label}-cache`), out: join(tempDir(`${label}-out`), "out") });
@@ -354,7 +356,7 @@ describe("a cache shared through a registry, with the default config", () => {
 
   it("pushes a rootfs as an image that skopeo and fetchBase({ image }) pull, and a blob as an artifact", async () => {
     const image = `${registry.address}/kata-rootfs:v1`;
-    const pushed = await osbuild(["push", "rootfs", `oci://${image}`, "--config", CONFIG, "--cache-dir", machine1], { cwd: work, env: { PATH: `${shims.refuses.bin}:${process.env.PATH}` } });
+    const pushed = await osbuild(["push", "rootfs", `oci://${image}`, "--config", CONFIG, "--cache-dir", machine1], { cwd: work, env: { OSBUILD_PATH: toolPath(shims.refuses.bin) } });
     expect(pushed.code, pushed.stderr).toBe(0);
     const digest = pushed.stdout.trim();
     expect(digest).toMatch(/^sha256:[0-9a-f]{64}$/);
@@ -389,7 +391,7 @@ describe("a cache shared through a registry, with the default config", () => {
 
   it("explains from the registry on a machine that never built, and lists and prunes it", async () => {
     const empty = tempDir("explain-cache");
-    const explained = await osbuild(["explain", "mk-cpio", "--config", CONFIG, "--cache-dir", empty, "--cache-from", remote(registry)], { cwd: work, env: { PATH: `${shims.refuses.bin}:${process.env.PATH}` } });
+    const explained = await osbuild(["explain", "mk-cpio", "--config", CONFIG, "--cache-dir", empty, "--cache-from", remote(registry)], { cwd: work, env: { OSBUILD_PATH: toolPath(shims.refuses.bin) } });
     expect(explained.code, explained.stderr).toBe(0);
     expect(explained.stdout).toMatch(new RegExp(`cached in ${remote(registry).replace(/[.]/g, "\\.")}: key ${keys["mk-cpio"]!.slice(0, 16)}`));
     // An agent no entry was built with: what changed, against the newest entry of the step there.
@@ -397,7 +399,7 @@ describe("a cache shared through a registry, with the default config", () => {
     sh(`gcc -static -O0 -o ${thirdAgent} ${join(REPO, "agent/test-agent.c")}`);
     const changed = await osbuild(["explain", "install-agent", "--set", `agent=${thirdAgent}`, "--config", CONFIG, "--cache-dir", empty, "--cache-from", remote(registry)], {
       cwd: work,
-      env: { PATH: `${shims.refuses.bin}:${process.env.PATH}` },
+      env: { OSBUILD_PATH: toolPath(shims.refuses.bin) },
     });
     expect(changed.stdout).toMatch(/will build: key .* is not in the cache nor in oci:/);
     expect(changed.stdout).toMatch(/the newest entry of this step in oci:.*what changed since:\n\s+option binary \(.*\): content changed/);
@@ -408,7 +410,7 @@ describe("a cache shared through a registry, with the default config", () => {
     for (const id of STEPS) expect(listed.stdout).toContain(`${id} (${id})`);
 
     // What the config (with its default agent) still uses stays; the agent-changed entries go.
-    const pruned = await osbuild(["cache", "prune", remote(registry), "--unused", "--config", CONFIG, "--cache-dir", empty], { cwd: work, env: { PATH: `${shims.refuses.bin}:${process.env.PATH}` } });
+    const pruned = await osbuild(["cache", "prune", remote(registry), "--unused", "--config", CONFIG, "--cache-dir", empty], { cwd: work, env: { OSBUILD_PATH: toolPath(shims.refuses.bin) } });
     expect(pruned.code, pruned.stderr).toBe(0);
     expect(pruned.stdout).toContain("removed 3 of 8 step results");
     expect((await osbuild(["cache", "ls", remote(registry)], { cwd: work })).stdout).toMatch(/5 step results/);
