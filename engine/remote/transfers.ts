@@ -1,23 +1,12 @@
 // Counts what goes to and from each registry, for the progress line on a terminal and the
 // summary at the end of a build (`transfer` events).
 
-import type { EventSink } from "../events.js";
+import type { EventSink, TransferEvent } from "../events.js";
 
-export type Direction = "pull" | "push";
+export type Direction = TransferEvent["direction"];
 
-interface Tally {
-  direction: Direction;
-  remote: string;
-  /** Blobs moved (finished). */
-  blobs: number;
-  /** Bytes on the wire, in that direction. */
-  bytes: number;
-  /** Sizes of the blobs started so far: what `bytes` is heading for. */
-  totalBytes: number;
-  /** Blobs found already there (pushes) or already here (pulls). */
-  skipped: number;
-  active: number;
-}
+/** What a transfer event reports, per registry and direction. */
+type Tally = Omit<TransferEvent, "type" | "done">;
 
 const EVERY_MS = 250;
 
