@@ -24,6 +24,8 @@ export interface Descriptor {
   digest: string;
   size: number;
   platform?: Platform;
+  /** In an index: the artifactType of the manifest it names (the referrers API lists them so). */
+  artifactType?: string;
   annotations?: Record<string, string>;
 }
 

@@ -1,14 +1,19 @@
 // `osbuild push TARGET REF[:TAG]`: builds the target (from the caches when it can) and pushes
 // it: a rootfs as an OCI image that skopeo, podman and fetchBase({ image }) pull, a blob as an
-// OCI artifact of its step's media type. The pushed manifest's digest goes to stdout.
+// OCI artifact of its step's media type, with its SBOM and provenance attached as referrers.
+// The pushed manifest's digest goes to stdout.
 
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { MEDIA_TYPES, imageConfig, imageManifest, type Descriptor } from "../../formats/oci.js";
+import { IN_TOTO_MEDIA_TYPE } from "../../formats/in-toto.js";
+import { EMPTY_DESCRIPTOR, MEDIA_TYPES, imageConfig, imageIndex, imageManifest, referrerManifest, type Descriptor } from "../../formats/oci.js";
+import { SPDX_MEDIA_TYPE } from "../../formats/spdx.js";
 import { RegistryError } from "../../registry/errors.js";
 import { parseOciReference, type ImageReference } from "../../registry/reference.js";
 import type { TransportOptions } from "../../registry/transport.js";
 import { Build, type BuildSettings, type BuiltTarget } from "../build.js";
+import type { Attestations } from "../types.js";
 import type { LoadedConfig } from "../config/load.js";
 import { ConfigError } from "../errors.js";
 import { digestOf } from "../key.js";
@@ -18,7 +23,7 @@ import { TransferMeter } from "../remote/transfers.js";
 import { Store } from "../store.js";
 import { plainSink, terminalSink } from "./progress.js";
 
-const EMPTY_CONFIG = { mediaType: "application/vnd.oci.empty.v1+json", bytes: Buffer.from("{}") };
+const EMPTY_CONFIG = Buffer.from("{}");
 const DEFAULT_BLOB_TYPE = "application/octet-stream";
 
 export interface PushOptions {
@@ -67,7 +72,9 @@ export async function pushCommand(args: readonly string[], config: LoadedConfig,
       const store = Store.open(settings.cacheDir);
       const manifest = built.artifact.kind === "rootfs" ? await imageOf(remote, store, built, settings, annotations) : await artifactOf(remote, store, built, target, options.mediaType, annotations);
       const digest = await remote.client.putManifest(ref.tag ?? "latest", manifest, MEDIA_TYPES.manifest);
+      const attached = await attach(remote, { mediaType: MEDIA_TYPES.manifest, digest, size: manifest.length }, result.attestations[target] ?? {});
       meter.summary();
+      if (attached.length > 0) process.stderr.write(`attached ${attached.join(" and ")} to ${digest}\n`);
       process.stderr.write(`pushed ${target} to oci://${ref.registry}/${ref.repository}:${ref.tag ?? "latest"}@${digest}\n`);
       process.stdout.write(`${digest}\n`);
       return 0;
@@ -99,9 +106,37 @@ async function artifactOf(remote: RemoteCache, store: Store, built: BuiltTarget,
   if (built.artifact.kind !== "blob") throw new Error("not a blob");
   const type = mediaType ?? built.mediaType ?? DEFAULT_BLOB_TYPE;
   const layer: Descriptor = { mediaType: type, digest: built.artifact.digest, size: built.artifact.size, annotations: { [ANNOTATIONS.title]: target } };
-  const config = { mediaType: EMPTY_CONFIG.mediaType, digest: digestOf(EMPTY_CONFIG.bytes), size: EMPTY_CONFIG.bytes.length };
-  await Promise.all([remote.ensureBlob(layer, { path: store.contentPath(built.artifact.digest) }), remote.ensureBlob(config, { bytes: EMPTY_CONFIG.bytes })]);
-  return Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPES.manifest, artifactType: type, config, layers: [layer], annotations }));
+  await Promise.all([remote.ensureBlob(layer, { path: store.contentPath(built.artifact.digest) }), remote.ensureBlob(EMPTY_DESCRIPTOR, { bytes: EMPTY_CONFIG })]);
+  return Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPES.manifest, artifactType: type, config: EMPTY_DESCRIPTOR, layers: [layer], annotations }));
+}
+
+/**
+ * The target's SBOM and provenance, each as an artifact whose subject is the pushed manifest:
+ * found through the referrers API where the registry has it, and else through the referrers
+ * tag (sha256-HEX, an index of them) that the OCI distribution spec gives clients to keep.
+ */
+async function attach(remote: RemoteCache, subject: Descriptor, attestations: Attestations): Promise<string[]> {
+  const files = [
+    { path: attestations.sbom, type: SPDX_MEDIA_TYPE, name: "the SBOM" },
+    { path: attestations.provenance, type: IN_TOTO_MEDIA_TYPE, name: "the provenance" },
+  ].filter((file): file is { path: string; type: string; name: string } => file.path !== undefined);
+  if (files.length === 0) return [];
+  await remote.ensureBlob(EMPTY_DESCRIPTOR, { bytes: EMPTY_CONFIG });
+  const referrers: Descriptor[] = [];
+  for (const file of files) {
+    const bytes = readFileSync(file.path);
+    const blob: Descriptor = { mediaType: file.type, digest: digestOf(bytes), size: bytes.length };
+    await remote.ensureBlob(blob, { bytes });
+    const manifest = Buffer.from(JSON.stringify(referrerManifest(subject, file.type, blob)));
+    const digest = await remote.client.putManifest(digestOf(manifest), manifest, MEDIA_TYPES.manifest);
+    referrers.push({ mediaType: MEDIA_TYPES.manifest, digest, size: manifest.length, artifactType: file.type });
+  }
+  const tag = subject.digest.replace(":", "-");
+  const existing = await remote.client.manifest(tag, [MEDIA_TYPES.index]).catch(() => undefined);
+  const listed = existing ? ((JSON.parse(existing.bytes.toString("utf8")) as { manifests?: Descriptor[] }).manifests ?? []) : [];
+  const index = imageIndex([...listed.filter((item) => !referrers.some((added) => added.digest === item.digest)), ...referrers]);
+  await remote.client.putManifest(tag, Buffer.from(JSON.stringify(index)), MEDIA_TYPES.index);
+  return files.map((file) => file.name);
 }
 
 function parseAnnotations(items: readonly string[]): Record<string, string> {

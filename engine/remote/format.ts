@@ -3,8 +3,9 @@
 //   tag       osbuild-v1-<cache key>
 //   manifest  an OCI image manifest, artifactType application/vnd.osbuild.step-result.v1,
 //             annotated with the key, step id, kind and creation time
-//   config    JSON holding the action record (key preimage included) under "dev.osbuild.action";
-//             for a rootfs result it is also a whole OCI image config, so the entry is an image
+//   config    JSON holding the action record (key preimage included) under "dev.osbuild.action",
+//             and the step's provenance record as text under "dev.osbuild.provenance"; for a
+//             rootfs result it is also a whole OCI image config, so the entry is an image
 //   layers    the result's content, output by output (names sorted): a rootfs's layer tars
 //             bottom first, a blob as one layer titled with its output name
 //
@@ -22,6 +23,8 @@ export const ACTION_CONFIG_TYPE = "application/vnd.osbuild.action.v1+json";
 export const BLOB_TYPE = "application/vnd.osbuild.blob.v1";
 const BLOB_GZIP_TYPE = `${BLOB_TYPE}+gzip`;
 export const ACTION_MEMBER = "dev.osbuild.action";
+/** The step's provenance record (the JSON text whose sha256 the action record names), when it has one. */
+export const PROVENANCE_MEMBER = "dev.osbuild.provenance";
 export const ANNOTATIONS = {
   key: "dev.osbuild.key",
   step: "dev.osbuild.step",
@@ -105,7 +108,9 @@ export interface EntryDocuments {
  * (in `recordContent` order). `extra` goes into the config (a fresh one when the registry's
  * copy of the old one is damaged).
  */
-export function entryDocuments(record: ActionRecord, layers: readonly Descriptor[], extra: Record<string, string> = {}): EntryDocuments {
+export function entryDocuments(record: ActionRecord, layers: readonly Descriptor[], provenance: string | undefined, extra: Record<string, string> = {}): EntryDocuments {
+  if ((record.provenance === undefined) !== (provenance === undefined)) throw new Error(`the provenance of ${record.key} is ${provenance === undefined ? "missing" : "not named by its record"}`);
+  const told = provenance === undefined ? {} : { [PROVENANCE_MEMBER]: provenance };
   const single = Object.values(record.outputs);
   const rootfs = single.length === 1 && single[0]!.kind === "rootfs" ? single[0]! : undefined;
   const document = rootfs?.kind === "rootfs"
@@ -115,9 +120,10 @@ export function entryDocuments(record: ActionRecord, layers: readonly Descriptor
         rootfs: { type: "layers", diff_ids: rootfs.layers.map((layer) => layer.digest) },
         config: {},
         [ACTION_MEMBER]: record,
+        ...told,
         ...extra,
       }
-    : { [ACTION_MEMBER]: record, ...extra };
+    : { [ACTION_MEMBER]: record, ...told, ...extra };
   const config = Buffer.from(JSON.stringify(document));
   const configDescriptor: Descriptor = { mediaType: rootfs ? MEDIA_TYPES.config : ACTION_CONFIG_TYPE, digest: digestOf(config), size: config.length };
   const manifest = Buffer.from(
@@ -162,9 +168,11 @@ export function parseEntryManifest(key: CacheKey, bytes: Buffer): ParsedManifest
  * against itself (a rootfs's digest is that of its layers) and against the manifest (every
  * piece of content is there, in order, under a descriptor that fits it).
  */
-export function parseEntryConfig(key: CacheKey, manifest: ParsedManifest, bytes: Buffer): { record: ActionRecord; content: EntryContent[] } {
+export function parseEntryConfig(key: CacheKey, manifest: ParsedManifest, bytes: Buffer): { record: ActionRecord; content: EntryContent[]; provenance?: string } {
   const document = parseObject(bytes, "its config");
   const record = checkedRecord(key, document[ACTION_MEMBER]);
+  const provenance = document[PROVENANCE_MEMBER];
+  if (record.provenance !== undefined && (typeof provenance !== "string" || digestOf(provenance) !== record.provenance)) throw new RefusedContentError("its provenance record is missing or not the one its record names");
   const expected = recordContent(record);
   if (expected.length !== manifest.layers.length) throw new RefusedContentError(`its manifest lists ${manifest.layers.length} blobs where the record has ${expected.length}`);
   const content = expected.map((item, index): EntryContent => {
@@ -183,7 +191,7 @@ export function parseEntryConfig(key: CacheKey, manifest: ParsedManifest, bytes:
       throw new RefusedContentError("its image config does not describe the record's layers");
     }
   }
-  return { record, content };
+  return { record, content, ...(record.provenance !== undefined && { provenance: provenance as string }) };
 }
 
 function checkedRecord(key: CacheKey, value: unknown): ActionRecord {
@@ -217,7 +225,13 @@ function checkedRecord(key: CacheKey, value: unknown): ActionRecord {
     createdAt: record.createdAt,
     ms: record.ms,
     outputs: outputs as Record<string, StoredArtifact>,
+    ...(record.provenance !== undefined && { provenance: checkedDigest(record.provenance, "its record's provenance") }),
   };
+}
+
+function checkedDigest(value: unknown, what: string): Digest {
+  if (typeof value !== "string" || !SHA256.test(value)) throw new RefusedContentError(`${what} is not a sha256 digest`);
+  return value as Digest;
 }
 
 function checkArtifact(name: string, artifact: unknown): void {

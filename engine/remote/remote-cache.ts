@@ -16,6 +16,7 @@ import { RegistryError } from "../../registry/errors.js";
 import { formatOciReference, type RepositoryRef } from "../../registry/reference.js";
 import type { TransportOptions } from "../../registry/transport.js";
 import type { ActionRecord, StoredArtifact } from "../build.js";
+import { CorruptContentError } from "../errors.js";
 import { digestOf, type CacheKey, type Digest } from "../key.js";
 import type { Layers, LayerRef } from "../rootfs.js";
 import { rootfsOf } from "../rootfs.js";
@@ -44,6 +45,8 @@ export interface RemoteEntry {
   record: ActionRecord;
   manifestDigest: string;
   content: EntryContent[];
+  /** The step's provenance record (JSON text), when its record names one. */
+  provenance?: string;
 }
 
 /** An entry as `osbuild cache ls` shows it. */
@@ -105,8 +108,8 @@ export class RemoteCache {
     if (!fetched) return undefined;
     const manifest = parseEntryManifest(key, fetched.bytes);
     const config = await this.readSmallBlob(manifest.config);
-    const { record, content } = parseEntryConfig(key, manifest, config);
-    return { cache: this, key, record, manifestDigest: fetched.digest, content };
+    const { record, content, provenance } = parseEntryConfig(key, manifest, config);
+    return { cache: this, key, record, manifestDigest: fetched.digest, content, ...(provenance !== undefined && { provenance }) };
   }
 
   /** Whether the repository has an entry for `key` (by its tag; its content is not checked). */
@@ -139,12 +142,20 @@ export class RemoteCache {
       }
     }
     const record: ActionRecord = { ...entry.record, outputs };
+    await this.bringProvenance(entry, local.store);
     await local.store.putJson(`osbuild:action:${entry.key}`, record, { stepId: record.stepId, kind: record.kind });
     return record;
   }
 
+  /** The step's provenance record into the store (it came with the config, checked against its digest). */
+  async bringProvenance(entry: RemoteEntry, store: Store): Promise<void> {
+    if (entry.provenance === undefined || entry.record.provenance === undefined || store.hasContent(entry.record.provenance)) return;
+    await store.putBytes(`osbuild:provenance:${entry.key}`, entry.provenance);
+  }
+
   /** Whether all of the entry's content is in the store already. */
   async isHere(entry: RemoteEntry, store: Store): Promise<boolean> {
+    if (entry.record.provenance !== undefined && !store.hasContent(entry.record.provenance) && entry.provenance === undefined) return false;
     for (const item of entry.content) {
       if (item.role === "blob" ? !store.hasContent(item.digest) : !(await localLayer(store, item))) return false;
     }
@@ -158,10 +169,12 @@ export class RemoteCache {
   async push(record: ActionRecord, store: Store): Promise<void> {
     const items = recordContent(record);
     const descriptors = await Promise.all(items.map((item) => this.sendContent(item, store)));
-    let documents = entryDocuments(record, descriptors);
+    const provenance = record.provenance === undefined ? undefined : store.readBytesSync(record.provenance)?.toString("utf8");
+    if (record.provenance !== undefined && provenance === undefined) throw new CorruptContentError(record.provenance, "missing");
+    let documents = entryDocuments(record, descriptors, provenance);
     // The registry keeps a damaged copy of this very config or manifest: make them new.
     if (this.bad.has(documents.configDescriptor.digest) || this.bad.has(digestOf(documents.manifest))) {
-      documents = entryDocuments(record, descriptors, { "dev.osbuild.pushed": new Date().toISOString() });
+      documents = entryDocuments(record, descriptors, provenance, { "dev.osbuild.pushed": new Date().toISOString() });
     }
     await this.ensureBlob(documents.configDescriptor, { bytes: documents.config });
     await this.client.putManifest(entryTag(record.key), documents.manifest, MEDIA_TYPES.manifest);

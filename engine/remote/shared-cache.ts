@@ -81,6 +81,8 @@ export class SharedCache {
           continue;
         }
         this.hits.set(key, entry);
+        // What the step told of its provenance is small and came with the entry: keep it now, for the SBOMs.
+        await cache.bringProvenance(entry, this.local.store);
         return entry;
       } catch (error) {
         this.failed(cache, error, key, stepId);

@@ -366,6 +366,11 @@ describe("a cache shared through a registry, with the default config", () => {
     expect(parsed.config.mediaType).toBe("application/vnd.oci.image.config.v1+json");
     expect(parsed.annotations["dev.osbuild.key"]).toBe(keys["install-agent"]);
     expect(JSON.parse(sh(`skopeo inspect --tls-verify=false docker://${image}`))).toMatchObject({ Architecture: "amd64", Os: "linux" });
+    // Its SBOM and provenance hang from it, through the referrers tag (docker-registry 2.8 has no referrers API).
+    const referrers = JSON.parse(sh(`skopeo inspect --raw --tls-verify=false docker://${registry.address}/kata-rootfs:${digest.replace(":", "-")}`)) as { manifests: Array<{ artifactType: string; digest: string }> };
+    expect(referrers.manifests.map((item) => item.artifactType).sort()).toEqual(["application/spdx+json", "application/vnd.in-toto+json"]);
+    const sbomReferrer = JSON.parse(sh(`skopeo inspect --raw --tls-verify=false docker://${registry.address}/kata-rootfs@${referrers.manifests.find((item) => item.artifactType === "application/spdx+json")!.digest}`)) as { subject: { digest: string } };
+    expect(sbomReferrer.subject.digest).toBe(digest);
 
     // Another config starts from it: fetchBase pulls it, and mkCpio finds its /sbin/init.
     const project = tempDir("from-image");
