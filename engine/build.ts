@@ -480,6 +480,22 @@ export class Build {
     }
   }
 
+  /**
+   * The step results the SBOMs and provenance are made from. An SBOM lists the rootfs a target
+   * is or was packed from, file by file, from its layers' TOCs; a TOC is made from its layer
+   * here (a registry's word is not taken for it), so with SBOMs the layers of rootfs results
+   * that came from a registry come in too. Throws RefusedEntryError.
+   */
+  private async attestedRecords(outcomes: Map<string, StepOutcome>, sbom: boolean): Promise<Map<string, ActionRecord | undefined>> {
+    const results = new Map<string, ActionRecord | undefined>();
+    for (const [id, outcome] of outcomes) {
+      const entry = outcome.entry;
+      const needsLayers = sbom && entry !== undefined && Object.values(entry.record.outputs).some((output) => output.kind === "rootfs");
+      results.set(id, needsLayers && this.shared ? await this.shared.localize(entry) : outcome.record);
+    }
+    return results;
+  }
+
   /** Drops corrupted content and the results that refer to it, so the next pass rebuilds them. */
   private async heal(outcomes: Map<string, StepOutcome>): Promise<void> {
     if (this.refusedEntry) {
@@ -534,7 +550,15 @@ export class Build {
     }
     let attestations: Record<string, Attestations> = {};
     if (this.settings.attest) {
-      const results = new Map([...outcomes].map(([id, outcome]) => [id, outcome.record]));
+      let results: Map<string, ActionRecord | undefined>;
+      try {
+        results = await this.attestedRecords(outcomes, this.settings.attest.sbom);
+      } catch (error) {
+        if (!(error instanceof RefusedEntryError)) throw error;
+        if (last) this.emit({ type: "warning", message: "could not write the SBOMs and provenance: a registry's entry they need was refused" });
+        else this.refusedEntry = true;
+        return { ok: false, outputs, attestations, exitCode: 1 };
+      }
       try {
         attestations = await writeAttestations(this.context, this.graph, results, prepared, available, this.settings.attest, this.emit);
       } catch (error) {
