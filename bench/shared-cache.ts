@@ -95,8 +95,9 @@ export async function benchSharedCache(options: { runs: number; work: string; lo
       value: proxy.uploaded / needed,
       unit: "×",
       goal: "≤ the new layer + outputs + 1%",
-      met: proxy.uploaded <= needed * 1.01,
-      note: `${(proxy.uploaded / 2 ** 20).toFixed(1)} MiB sent for ${(needed / 2 ** 20).toFixed(1)} MiB of new layer and outputs`,
+      // Less than what had to go up means the count missed it (or nothing was pushed): not a pass.
+      met: proxy.uploaded >= needed && proxy.uploaded <= needed * 1.01,
+      note: `${(proxy.uploaded / 2 ** 20).toFixed(1)} MiB sent for ${(needed / 2 ** 20).toFixed(1)} MiB of new layer and outputs${proxy.uploaded < needed ? "; less than what had to go up: the count missed it!" : ""}`,
     });
 
     // --- lookup overhead per step, nothing in the registry -----------------------------------
