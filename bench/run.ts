@@ -232,7 +232,7 @@ export default defineConfig({
     const ours: Run[] = [];
     const theirImage = join(work, "osbuilder-initrd.img");
     for (let run = 0; run < RUNS; run++) {
-      theirs.push(baseline(join(work, "initrd-osbuilder"), ["initrd-builder", "-o", theirImage, tree]));
+      theirs.push(baseline(join(work, "initrd-osbuilder"), ["initrd-builder", "-o", theirImage, tree], { AGENT_INIT: "yes" }));
       const cache = join(work, `initrd-cache-${run}`);
       osbuild(["rootfs", "--cache-dir", cache, "--out", join(work, "initrd-tree-out")], { config });
       ours.push(osbuild(["initrd", "--cache-dir", cache, "--out", join(work, "initrd-out"), "--set", `run=${run}`], { config }));
@@ -264,7 +264,7 @@ export default defineConfig({
     const theirImage = join(work, "osbuilder.img");
     for (let run = 0; run < RUNS; run++) {
       rmSync(theirImage, { force: true });
-      theirs.push(baseline(join(work, "image-osbuilder"), ["image-builder", "-o", theirImage, tree]));
+      theirs.push(baseline(join(work, "image-osbuilder"), ["image-builder", "-o", theirImage, tree], { AGENT_INIT: "yes" }));
       ours.push(osbuild(["image", "--cache-dir", cache, "--out", join(work, "image-out"), "--set", `run=${run}`], { config }));
     }
     const a = side(theirs);

@@ -146,6 +146,7 @@ export class BuildContext {
   saveMemos(): void {
     this.fingerprints.save();
     this.tools.save();
+    this.store.saveMemo();
   }
 
   historyKey(stepId: string): string {

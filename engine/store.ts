@@ -5,6 +5,13 @@
 // cacache's own garbage collection (`verify`) keeps exactly what the index references.
 // Big files are moved into cacache's content directory instead of copied through a stream;
 // that relies on cacache's documented on-disk layout (content-v2/<algo>/<2>/<2>/<rest>).
+//
+// cacache (with glob, semver, minipass...) costs ~70 ms to load, a third of a no-op build, so
+// it is imported only when needed: the index entries a build looked up or wrote are kept in
+// a memo (memo/index.json), and a later build that finds an entry there, less than a day old
+// and with its content present, uses it without asking cacache. The memo only saves work: the
+// content it points to is read by digest and verified like any other, and an entry it lacks,
+// or one whose content is gone, is looked up in cacache's index.
 
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
@@ -12,9 +19,22 @@ import { chmod, mkdir, open, rename, stat, unlink, writeFile } from "node:fs/pro
 import { dirname, join } from "node:path";
 import { Transform, type Readable } from "node:stream";
 import { createReadStream } from "node:fs";
-import cacache from "cacache";
 import { CorruptContentError } from "./errors.js";
 import { digestOf, type Digest } from "./key.js";
+import { readMemoFile, writeMemoFile } from "./memo.js";
+
+type Cacache = typeof import("cacache");
+let cacacheModule: Promise<Cacache> | undefined;
+/** cacache, loaded on first use. */
+function cacache(): Promise<Cacache> {
+  cacacheModule ??= import("cacache").then((module) => (module as unknown as { default: Cacache }).default);
+  return cacacheModule;
+}
+
+/** Index entries older than this are looked up in cacache again (which also refreshes their time, see touch). */
+const MEMO_MAX_AGE_MS = 86_400_000;
+/** The most entries the memo keeps (the most recently used). */
+const MEMO_ENTRIES = 4096;
 
 export interface StoredContent {
   digest: Digest;
@@ -32,9 +52,43 @@ export interface IndexEntry {
 export class Store {
   readonly tmp: string;
   private readonly written = new Set<Digest>();
+  private readonly memoFile: string;
+  private memo?: Map<string, IndexEntry>;
+  /** Keys this process looked up or changed: what saveMemo writes back. */
+  private readonly memoChanged = new Map<string, IndexEntry | undefined>();
 
   private constructor(readonly dir: string) {
     this.tmp = join(dir, "tmp-osbuild");
+    this.memoFile = join(dir, "memo", "index.json");
+  }
+
+  private memoEntries(): Map<string, IndexEntry> {
+    this.memo ??= new Map(Object.entries(readMemoFile<Record<string, IndexEntry>>(this.memoFile, {})));
+    return this.memo;
+  }
+
+  private remember(key: string, entry: IndexEntry | undefined): void {
+    if (entry) this.memoEntries().set(key, entry);
+    else this.memoEntries().delete(key);
+    this.memoChanged.set(key, entry);
+  }
+
+  /** Writes this process's lookups into the memo, merged with what other builds wrote meanwhile. */
+  saveMemo(): void {
+    if (this.memoChanged.size === 0) return;
+    const merged = new Map(Object.entries(readMemoFile<Record<string, IndexEntry>>(this.memoFile, {})));
+    for (const [key, entry] of this.memoChanged) {
+      if (entry) merged.set(key, entry);
+      else merged.delete(key);
+    }
+    const kept = [...merged].sort((a, b) => b[1].time - a[1].time).slice(0, MEMO_ENTRIES);
+    writeMemoFile(this.memoFile, Object.fromEntries(kept));
+    this.memoChanged.clear();
+  }
+
+  private async insert(key: string, digest: Digest, size: number, metadata: unknown): Promise<void> {
+    await (await cacache()).index.insert(this.dir, key, sriOf(digest), { size, metadata });
+    this.remember(key, { key, digest, size, time: Date.now(), metadata: metadata ?? null });
   }
 
   static open(dir: string): Store {
@@ -79,7 +133,7 @@ export class Store {
       this.written.add(finalDigest);
     }
     const indexKey = typeof key === "string" ? key : key(finalDigest);
-    await cacache.index.insert(this.dir, indexKey, sriOf(finalDigest), { size, metadata });
+    await this.insert(indexKey, finalDigest, size, metadata);
     return { digest: finalDigest, size };
   }
 
@@ -92,7 +146,7 @@ export class Store {
       await writeFile(file, bytes);
       return this.adoptFile(file, key, metadata, digest);
     }
-    await cacache.index.insert(this.dir, key, sriOf(digest), { size: bytes.length, metadata });
+    await this.insert(key, digest, bytes.length, metadata);
     return { digest, size: bytes.length };
   }
 
@@ -102,9 +156,12 @@ export class Store {
 
   /** The index entry of `key`, or undefined. */
   async lookup(key: string): Promise<IndexEntry | undefined> {
-    const info = await cacache.get.info(this.dir, key);
-    if (!info) return undefined;
-    return { key, digest: digestOfIntegrity(info.integrity), size: info.size ?? 0, time: info.time, metadata: info.metadata };
+    const known = this.memoEntries().get(key);
+    if (known && Date.now() - known.time < MEMO_MAX_AGE_MS && this.hasContent(known.digest)) return known;
+    const info = await (await cacache()).get.info(this.dir, key);
+    const entry = info ? { key, digest: digestOfIntegrity(info.integrity), size: info.size ?? 0, time: info.time, metadata: info.metadata } : undefined;
+    this.remember(key, entry);
+    return entry;
   }
 
   /** Reads and verifies small content; undefined when missing. Throws CorruptContentError. */
@@ -151,20 +208,22 @@ export class Store {
 
   /** Removes content (e.g. found corrupted) so that the next lookup is a miss. */
   async removeContent(digest: Digest): Promise<void> {
-    await cacache.rm.content(this.dir, sriOf(digest)).catch(() => undefined);
+    await (await cacache()).rm.content(this.dir, sriOf(digest)).catch(() => undefined);
+    for (const [key, entry] of this.memoEntries()) if (entry.digest === digest) this.remember(key, undefined);
   }
 
   /** Records a fresh use of `key`, so that pruning by age keeps what is still used. */
   async touch(entry: IndexEntry): Promise<void> {
-    await cacache.index.insert(this.dir, entry.key, sriOf(entry.digest), { size: entry.size, metadata: entry.metadata });
+    await this.insert(entry.key, entry.digest, entry.size, entry.metadata);
   }
 
   async removeEntry(key: string): Promise<void> {
-    await (cacache.rm.entry as (cache: string, key: string, options: { removeFully: boolean }) => Promise<unknown>)(this.dir, key, { removeFully: true });
+    await ((await cacache()).rm.entry as (cache: string, key: string, options: { removeFully: boolean }) => Promise<unknown>)(this.dir, key, { removeFully: true });
+    this.remember(key, undefined);
   }
 
   async list(): Promise<IndexEntry[]> {
-    const entries = await cacache.ls(this.dir);
+    const entries = await (await cacache()).ls(this.dir);
     return Object.values(entries).map((info) => ({
       key: info.key,
       digest: digestOfIntegrity(info.integrity),
@@ -176,7 +235,9 @@ export class Store {
 
   /** cacache's verify: checks every content file, drops corrupt and unreferenced ones. */
   async verify(): Promise<{ verifiedContent: number; badContentCount: number; reclaimedCount: number; reclaimedSize: number }> {
-    const stats = await cacache.verify(this.dir);
+    const stats = await (await cacache()).verify(this.dir);
+    this.memo = new Map();
+    writeMemoFile(this.memoFile, {}); // what it dropped may be in the memo
     return {
       verifiedContent: stats.verifiedContent ?? 0,
       badContentCount: stats.badContentCount ?? 0,

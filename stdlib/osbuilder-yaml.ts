@@ -3,8 +3,13 @@
 // with the yaml library: a version or package name holding a quote or a newline is a
 // string in the file, never more YAML.
 
-import { Document, parse } from "yaml";
+import { createRequire } from "node:module";
 import { OSBUILD_VERSION } from "./version.js";
+
+// Loaded when used: the library is 290 KB of JavaScript that a build with nothing to do
+// (every config imports the standard library) should not pay for.
+let yamlLibrary: typeof import("yaml") | undefined;
+const yaml = (): typeof import("yaml") => (yamlLibrary ??= createRequire(import.meta.url)("yaml") as typeof import("yaml"));
 
 export interface OsbuilderYamlInput {
   sourceDateEpoch: number;
@@ -16,7 +21,7 @@ export interface OsbuilderYamlInput {
 export function osbuilderYaml(input: OsbuilderYamlInput): string {
   // osbuilder sorts and de-duplicates the lists, and leaves an empty one empty (null).
   const list = (packages: readonly string[]): string[] | null => (packages.length > 0 ? [...new Set(packages)].sort() : null);
-  const document = new Document({
+  const document = new (yaml().Document)({
     osbuilder: { url: "osbuild", version: OSBUILD_VERSION },
     "rootfs-creation-time": creationTime(input.sourceDateEpoch),
     description: "osbuilder rootfs",
@@ -44,10 +49,10 @@ function creationTime(epoch: number): string {
 }
 
 /** Reads back the fields other steps need (the init mode) from an osbuilder.yaml. */
-export function agentIsInit(yaml: string): boolean | undefined {
+export function agentIsInit(text: string): boolean | undefined {
   let value: unknown;
   try {
-    value = (parse(yaml) as { agent?: { "agent-is-init-daemon"?: unknown } } | null)?.agent?.["agent-is-init-daemon"];
+    value = (yaml().parse(text) as { agent?: { "agent-is-init-daemon"?: unknown } } | null)?.agent?.["agent-is-init-daemon"];
   } catch {
     return undefined;
   }

@@ -243,17 +243,20 @@ function parseSets(values: Values): Array<[string, string]> {
 
 const loaded = new Map<string, Promise<LoadedConfig>>();
 
-/** The config (type-checked once per process), with the command line's --set, or other values given. */
-async function load(values: Values, instead?: { sets: Array<[string, string]>; sourceDateEpoch: number | undefined }): Promise<LoadedConfig> {
+/**
+ * The config with the command line's --set, or other values given; type-checked unless this
+ * osbuild checked the same bytes before (`alwaysCheck`: check them again, as `osbuild check` does).
+ */
+async function load(values: Values, instead?: { sets: Array<[string, string]>; sourceDateEpoch: number | undefined }, alwaysCheck = false): Promise<LoadedConfig> {
   const { checkConfig, loadConfig, resolveConfigPath } = await importLoader();
   const file = resolveConfigPath(values.config);
   const sets = instead?.sets ?? parseSets(values);
-  const memoKey = JSON.stringify([file, sets, instead?.sourceDateEpoch ?? null]);
+  const memoKey = JSON.stringify([file, sets, instead?.sourceDateEpoch ?? null, alwaysCheck]);
   let pending = loaded.get(memoKey);
   if (!pending) {
     pending = (async () => {
       const cacheDir = cacheDirOf(values);
-      const configFiles = await checkConfig(file, cacheDir);
+      const configFiles = await checkConfig(file, cacheDir, { always: alwaysCheck });
       return loadConfig(file, { cacheDir, sets, configFiles, ...(instead?.sourceDateEpoch !== undefined ? { sourceDateEpoch: instead.sourceDateEpoch } : {}) });
     })();
     loaded.set(memoKey, pending);
@@ -348,7 +351,7 @@ async function runCommand(values: Values, targetNames: string[]): Promise<number
 }
 
 async function check(values: Values): Promise<number> {
-  const config = await load(values);
+  const config = await load(values, undefined, true);
   process.stdout.write(`${formatLocation({ file: config.file, line: 1, column: 1 }).replace(/:1:1$/, "")}: ok (${config.graph.steps.size} steps, targets: ${[...config.graph.targets.keys()].join(", ")})\n`);
   return 0;
 }

@@ -13,10 +13,13 @@ import { buildGraph, type BuildGraph } from "../graph.js";
 import type { Arch, ParamSpec } from "../types.js";
 import type { HookData } from "./loader-hooks.js";
 import { formatDiagnostic, typecheckConfig } from "./typecheck.js";
+import { compileConfig, compiledEntry } from "./compiled.js";
 
 /** The package root: dist/.. when built. */
 const DIST_DIR = fileURLToPath(new URL("../../", import.meta.url));
 const PACKAGE_DIR = resolve(DIST_DIR, "..");
+/** What a config's `import ... from "osbuild"` means. */
+const OSBUILD_ENTRY = pathToFileURL(join(DIST_DIR, "index.js")).href;
 
 export interface LoadedConfig {
   file: string;
@@ -36,10 +39,18 @@ let hooksRegistered = false;
 
 function registerHooks(cacheDir: string): void {
   if (hooksRegistered) return;
-  process.setSourceMapsEnabled(true);
-  const data: HookData = { osbuildEntry: pathToFileURL(join(DIST_DIR, "index.js")).href, cacheDir: join(cacheDir, "transpiled") };
+  const data: HookData = { osbuildEntry: OSBUILD_ENTRY, cacheDir: join(cacheDir, "transpiled") };
   register(new URL("./loader-hooks.js", import.meta.url), { data });
   hooksRegistered = true;
+}
+
+/** The compiled config kept in the cache (compiled.ts), else the .ts file itself through the module hooks. */
+function configModuleUrl(file: string, cacheDir: string): string {
+  const settings = { osbuildEntry: OSBUILD_ENTRY, dir: join(cacheDir, "compiled"), memoFile: join(cacheDir, "memo", "compiled.json") };
+  const entry = compiledEntry(file, settings) ?? compileConfig(file, settings);
+  if (entry) return pathToFileURL(entry).href;
+  registerHooks(cacheDir);
+  return pathToFileURL(file).href;
 }
 
 export function resolveConfigPath(file: string | undefined): string {
@@ -50,9 +61,10 @@ export function resolveConfigPath(file: string | undefined): string {
   return path;
 }
 
-/** Type-checks the config; throws a ConfigError listing every diagnostic. Returns the config's files (those outside node_modules) by sha256. */
-export async function checkConfig(file: string, cacheDir: string): Promise<Record<string, string>> {
+/** Type-checks the config (unless these bytes were checked by this osbuild before, and not `always`); throws a ConfigError listing every diagnostic. Returns the config's files (those outside node_modules) by sha256. */
+export async function checkConfig(file: string, cacheDir: string, options: { always?: boolean } = {}): Promise<Record<string, string>> {
   const { diagnostics, files } = await typecheckConfig(file, {
+    always: options.always,
     osbuildTypes: join(DIST_DIR, "index.d.ts"),
     typeRoots: [nodeTypesRoot()],
     memoFile: join(cacheDir, "memo", "typecheck.json"),
@@ -90,11 +102,14 @@ export interface LoadOptions {
 }
 
 export async function loadConfig(file: string, options: LoadOptions): Promise<LoadedConfig> {
-  registerHooks(options.cacheDir);
+  // Stack frames, and so step locations, in the config's .ts files. Enabled after osbuild's own
+  // modules are loaded, so that the source maps of ~150 modules are not read at every start.
+  await import(OSBUILD_ENTRY);
+  process.setSourceMapsEnabled(true);
   resetRegistry();
   let module: { default?: unknown };
   try {
-    module = (await import(pathToFileURL(file).href)) as { default?: unknown };
+    module = (await import(configModuleUrl(file, options.cacheDir))) as { default?: unknown };
   } catch (error) {
     throw asConfigError(error, file);
   }

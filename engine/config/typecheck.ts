@@ -3,7 +3,7 @@
 // content of every file the program read, so an unchanged config is never checked twice.
 
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { readFileSync, readdirSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 import { readMemoFile, writeMemoFile } from "../memo.js";
@@ -22,6 +22,8 @@ export interface TypecheckOptions {
   /** Directory holding @types packages (for "node"). */
   typeRoots: string[];
   memoFile: string;
+  /** Type-check even when the memo says these bytes were checked before (osbuild check). */
+  always?: boolean;
 }
 
 interface Memo {
@@ -36,9 +38,9 @@ export interface TypecheckResult {
 
 export async function typecheckConfig(configFile: string, options: TypecheckOptions): Promise<TypecheckResult> {
   const memo = readMemoFile<Memo>(options.memoFile, {});
-  const osbuildStamp = stamp(options.osbuildTypes);
+  const osbuildStamp = osbuildIdentity(dirname(options.osbuildTypes), options.memoFile);
   const known = memo[configFile];
-  if (known && known.osbuild === osbuildStamp && Object.entries(known.files).every(([file, hash]) => hashOf(file) === hash)) return { diagnostics: [], files: known.files };
+  if (!options.always && known && known.osbuild === osbuildStamp && Object.entries(known.files).every(([file, hash]) => hashOf(file) === hash)) return { diagnostics: [], files: known.files };
 
   // require, not import: an ESM import of this 9 MB CommonJS file scans it for exports first.
   const ts = createRequire(import.meta.url)("typescript") as typeof import("typescript");
@@ -108,8 +110,26 @@ function hashOf(file: string): string {
   }
 }
 
-function stamp(file: string): string {
-  if (!existsSync(file)) return "missing";
-  const stats = statSync(file);
-  return `${stats.size}:${stats.mtimeMs}:${join(file)}`;
+/**
+ * What osbuild's side of a type-check depends on: the content of every declaration file of
+ * the package (and where it is). Hashed once per change of those files: the hash is kept
+ * with the files' sizes and times, and a stat of each (about 120) tells whether it still holds.
+ */
+function osbuildIdentity(typesDir: string, memoFile: string): string {
+  const files = readdirSync(typesDir, { recursive: true, encoding: "utf8" })
+    .filter((name) => name.endsWith(".d.ts"))
+    .sort();
+  const stats = files.map((name) => {
+    const info = statSync(join(typesDir, name));
+    return `${name}:${info.size}:${info.mtimeMs}`;
+  });
+  const statKey = createHash("sha256").update(`${typesDir}\0${stats.join("\0")}`).digest("hex");
+  const identityFile = join(dirname(memoFile), "osbuild-types.json");
+  const known = readMemoFile<{ statKey?: string; identity?: string }>(identityFile, {});
+  if (known.statKey === statKey && known.identity) return known.identity;
+  const hash = createHash("sha256").update(typesDir);
+  for (const name of files) hash.update(`\0${name}\0`).update(readFileSync(join(typesDir, name)));
+  const identity = hash.digest("hex");
+  writeMemoFile(identityFile, { statKey, identity });
+  return identity;
 }
