@@ -1,21 +1,25 @@
 // Writes targets to the output directory, atomically (temp name + rename), and skips those
-// already there: a blob becomes a file, a rootfs an OCI image layout directory.
+// already there: a blob becomes a file, a rootfs an OCI image layout directory. Bytes come
+// out of the store by reflink or an in-kernel sparse copy (placeFromStore), never a hardlink.
 
-import { createReadStream, existsSync, linkSync, mkdirSync, renameSync, statSync } from "node:fs";
-import { chmod, mkdir, open, rm, writeFile } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { constants, existsSync, linkSync, mkdirSync, renameSync, statSync } from "node:fs";
+import { chmod, copyFile, mkdir, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { MEDIA_TYPES, OCI_LAYOUT, imageConfig, imageIndex, imageManifest, type Descriptor } from "../formats/oci.js";
-import { isAllZero } from "../formats/io.js";
 import type { BuildContext, BuildSettings, StoredArtifact } from "./build.js";
 import type { EventSink } from "./events.js";
 import { CorruptContentError } from "./errors.js";
 import { sha256Hex } from "./key.js";
 import { readMemoFile, writeMemoFile } from "./memo.js";
 import { hashFile, hexOf, ownedName, removeLeftovers } from "./store.js";
+import { toolEnvironment } from "./tool-environment.js";
 
 interface OutputState {
   digest: string;
   stat: string;
+  /** A rootfs layout's layer files, by hex digest: their statKey when written. */
+  layers?: Record<string, string>;
 }
 
 /**
@@ -37,9 +41,10 @@ export async function writeTargets(context: BuildContext, targets: ReadonlyMap<s
       const known = state[path];
       const upToDate = known?.digest === artifact.digest && known.stat === statKey(marker);
       if (!upToDate) {
+        let layers: Record<string, string> | undefined;
         if (artifact.kind === "blob") await writeBlob(context, artifact.digest, path);
-        else await writeOciLayout(context, artifact, path);
-        state[path] = { digest: artifact.digest, stat: statKey(marker) };
+        else layers = await writeOciLayout(context, artifact, path, known?.layers ?? {});
+        state[path] = { digest: artifact.digest, stat: statKey(marker), ...(layers ? { layers } : {}) };
         stateChanged = true;
       }
       written[name] = path;
@@ -61,56 +66,49 @@ export function statKey(path: string): string {
 }
 
 /**
- * Copies content out of the store, verifying it on the way, and keeping it sparse: runs of
- * zeros (a disk image's free space) are skipped rather than written.
+ * Puts the store's bytes of `digest` at `target` (a new name) without passing them through
+ * this process:
+ * - a reflink (FICLONE) where the filesystem can (btrfs, xfs, bcachefs): no bytes copied,
+ *   and the output's blocks are copied on write, so writing to it never reaches the store;
+ * - else a sparse copy by cp (copy_file_range and SEEK_DATA: the kernel copies, holes stay
+ *   holes).
+ * Never a hardlink: the store's files are read-only (0444), but root writes through modes,
+ * and a disk image is exactly what someone boots read-write, as root, in QEMU. Content this
+ * process did not write into the store is hashed on the way out (the copy is what is hashed,
+ * so what lands is what was checked).
  */
-async function copyOut(context: BuildContext, digest: StoredArtifact["digest"], path: string, verify: boolean): Promise<void> {
-  const out = await open(path, "wx", 0o644);
-  let position = 0;
+async function placeFromStore(context: BuildContext, digest: StoredArtifact["digest"], target: string): Promise<void> {
+  const source = context.store.contentPath(digest);
+  if (!existsSync(source)) throw new CorruptContentError(digest, "missing");
   try {
-    const source = verify ? context.store.openVerified(digest) : createReadStream(context.store.contentPath(digest), { highWaterMark: 1 << 20 });
-    for await (const chunk of source) {
-      const bytes = chunk as Buffer;
-      for (let start = 0; start < bytes.length; start += SPARSE_BLOCK) {
-        const piece = bytes.subarray(start, start + SPARSE_BLOCK);
-        if (!isAllZero(piece)) await out.write(piece, 0, piece.length, position);
-        position += piece.length;
-      }
-    }
-    await out.truncate(position);
-  } finally {
-    await out.close();
+    await copyFile(source, target, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
+  } catch {
+    await rm(target, { force: true });
+    await sparseCopy(source, target);
   }
+  await chmod(target, 0o644);
+  if (!context.store.wroteThisRun(digest) && (await hashFile(target)) !== digest) throw new CorruptContentError(digest, "changed in the store");
 }
 
-const SPARSE_BLOCK = 64 * 1024;
+function sparseCopy(source: string, target: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("cp", ["--sparse=always", "--reflink=never", "--no-preserve=all", source, target], { stdio: ["ignore", "ignore", "pipe"], env: toolEnvironment() });
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`cp ${source} ${target} failed: ${stderr.trim()}`))));
+  });
+}
 
 async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"], path: string): Promise<void> {
   const temp = join(path, "..", `.${ownedName("out")}`);
   try {
-    await copyOut(context, digest, temp, !context.store.wroteThisRun(digest));
-    await chmod(temp, 0o644);
+    await placeFromStore(context, digest, temp);
     if (existsSync(path) && statSync(path).isDirectory()) await rm(path, { recursive: true });
     renameSync(temp, path);
   } finally {
     await rm(temp, { force: true });
   }
-}
-
-/**
- * Layer blobs are immutable and read-only in the store: the layout links to them instead of
- * copying (another filesystem gets a copy). Either way, a layer this process did not write
- * is read once to verify it.
- */
-async function linkOrCopy(context: BuildContext, digest: StoredArtifact["digest"], target: string): Promise<void> {
-  const verify = !context.store.wroteThisRun(digest);
-  try {
-    linkSync(context.store.contentPath(digest), target);
-  } catch {
-    await copyOut(context, digest, target, verify);
-    return;
-  }
-  if (verify && (await hashFile(target)) !== digest) throw new CorruptContentError(digest, "changed in the store");
 }
 
 type JsonBlob = Descriptor & { data: Buffer };
@@ -130,16 +128,27 @@ export function ociDocuments(settings: Pick<BuildSettings, "arch" | "sourceDateE
   return { config, manifest };
 }
 
-/** A rootfs as an OCI image layout: `skopeo copy oci:out/NAME docker://...` pushes it. */
-async function writeOciLayout(context: BuildContext, artifact: Extract<StoredArtifact, { kind: "rootfs" }>, path: string): Promise<void> {
+/**
+ * A rootfs as an OCI image layout: `skopeo copy oci:out/NAME docker://...` pushes it. A layer
+ * the layout written before already holds, unchanged since (the same inode, size and mtime),
+ * is linked from there (an output to an output: the store is not involved); the others come
+ * from the store (placeFromStore).
+ */
+async function writeOciLayout(context: BuildContext, artifact: Extract<StoredArtifact, { kind: "rootfs" }>, path: string, previous: Record<string, string>): Promise<Record<string, string>> {
   const temp = join(path, "..", `.${ownedName("out")}`);
   const blobs = join(temp, "blobs", "sha256");
+  const layerStats: Record<string, string> = {};
   try {
     await mkdir(blobs, { recursive: true });
     for (const layer of artifact.layers) {
-      const target = join(blobs, hexOf(layer.digest));
-      if (!existsSync(target)) await linkOrCopy(context, layer.digest, target);
+      const name = hexOf(layer.digest);
+      const target = join(blobs, name);
+      if (existsSync(target)) continue;
+      const old = join(path, "blobs", "sha256", name);
+      const reusable = previous[name] !== undefined && previous[name] === statKey(old) && !sameInode(old, context.store.contentPath(layer.digest)); // not a link to the store an older osbuild made
+      if (!(reusable && tryLink(old, target))) await placeFromStore(context, layer.digest, target);
     }
+    for (const layer of artifact.layers) layerStats[hexOf(layer.digest)] = statKey(join(blobs, hexOf(layer.digest)));
     const { config, manifest } = ociDocuments(context.settings, artifact);
     for (const document of [config, manifest]) await writeFile(join(blobs, hexOf(document.digest)), document.data);
     await writeFile(join(temp, "oci-layout"), JSON.stringify(OCI_LAYOUT));
@@ -155,5 +164,24 @@ async function writeOciLayout(context: BuildContext, artifact: Extract<StoredArt
     } else renameSync(temp, path);
   } finally {
     await rm(temp, { recursive: true, force: true });
+  }
+  return layerStats;
+}
+
+function sameInode(a: string, b: string): boolean {
+  try {
+    const [x, y] = [statSync(a), statSync(b)];
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
+}
+
+function tryLink(from: string, to: string): boolean {
+  try {
+    linkSync(from, to);
+    return true;
+  } catch {
+    return false;
   }
 }
