@@ -20,8 +20,8 @@ PACKAGES=(
   binutils file               # strip, file
   gcc libc6-dev               # the test agent
   python3                     # independent archive writer in the tests
-  qemu-system-x86 qemu-utils linux-image-amd64   # boot tests, and the osbuilder baseline
-  parted                      # the osbuilder baseline benchmark
+  qemu-system-x86 qemu-utils linux-image-amd64   # boot tests, and Kata's osbuilder (qemu-img)
+  parted makedev python3-yaml # Kata's real osbuilder (../shared/osbuilder/run.sh): tests and benchmarks
   docker-registry skopeo      # a real OCI registry and client for the tests
   apache2-utils               # htpasswd: the registry tests with Basic auth
   ca-certificates time         # /usr/bin/time for the benchmarks
