@@ -372,7 +372,7 @@ export default defineConfig({
       runs: RUNS,
       osbuilder: runner.ok ? runner.describe : "(none)",
       osbuildVersion: sh(`${process.execPath} ${OSBUILD} --version`).trim().replace(/^osbuild /, ""),
-      commit: sh("git rev-parse --short HEAD", REPO).trim(),
+      commit: process.env.BENCH_COMMIT ?? commitOf(REPO),
       only: ONLY ? [...ONLY] : undefined,
       rows,
     };
@@ -384,6 +384,15 @@ export default defineConfig({
   }
   if (process.env.BENCH_KEEP) log(`kept ${work}`);
   else rmSync(work, { recursive: true, force: true });
+}
+
+/** The commit benchmarked (BENCH_COMMIT names it when the tree is a copy, not a checkout). */
+function commitOf(dir: string): string {
+  try {
+    return sh("git rev-parse --short HEAD", dir).trim();
+  } catch {
+    return "unknown";
+  }
 }
 
 function sum(values: readonly number[]): number {
