@@ -4,13 +4,17 @@
 // KATA_OSBUILDER names a kata-containers checkout; it is run as ../shared/osbuilder/run.sh
 // runs its own copy (make in tools/osbuilder, or the image and initrd builders, with
 // USE_DOCKER empty, Debian bookworm from the host's mirror). Without it, run.sh itself
-// (../shared/osbuilder/run.sh beside this repository: osbuilder at 7c6ba40, unmodified).
+// (the workplace's shared/ folder: $OSBUILD_SHARED, else beside this repository, else
+// /work/shared, as the tests look for it; osbuilder at 7c6ba40, unmodified).
 
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { REPO } from "./lib.js";
 
-const SHARED_RUNNER = resolve(REPO, "..", "shared", "osbuilder", "run.sh");
+const SHARED_RUNNER = [process.env.OSBUILD_SHARED, resolve(REPO, "..", "shared"), "/work/shared"]
+  .filter((dir): dir is string => dir !== undefined)
+  .map((dir) => join(dir, "osbuilder", "run.sh"))
+  .find((path) => existsSync(path)) ?? resolve(REPO, "..", "shared", "osbuilder", "run.sh");
 
 export interface OsbuilderCommand {
   command: string;
@@ -29,7 +33,7 @@ export function osbuilderRunner(): { ok: true; describe: string } | { ok: false;
     return { ok: true, describe: `osbuilder of ${resolve(checkout)}` };
   }
   if (!existsSync(SHARED_RUNNER)) return { ok: false, reason: `no osbuilder: set KATA_OSBUILDER to a kata-containers checkout, or put run.sh at ${SHARED_RUNNER}` };
-  return { ok: true, describe: "Kata's osbuilder (kata-containers tools/osbuilder at 7c6ba40) through ../shared/osbuilder/run.sh" };
+  return { ok: true, describe: `Kata's osbuilder (kata-containers tools/osbuilder at 7c6ba40) through ${SHARED_RUNNER}` };
 }
 
 /**
