@@ -132,7 +132,7 @@ export class BuildContext {
   ) {
     this.store = Store.open(settings.cacheDir);
     mkdirSync(join(settings.cacheDir, "memo"), { recursive: true });
-    this.layers = new Layers(this.store, this.asRoot, haveAttrTools(), warn);
+    this.layers = new Layers(this.store, this.asRoot, haveAttrTools, warn);
     this.fingerprints = new Fingerprinter(join(settings.cacheDir, "memo", "fingerprints.json"));
     this.tools = new ToolVersions(join(settings.cacheDir, "memo", "tools.json"));
     this.scope = sha256Hex(resolve(settings.configFile)).slice(0, 16);

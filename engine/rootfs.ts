@@ -49,10 +49,15 @@ export class Layers {
   readonly treesDir: string;
   private readonly leases: TreeLeases;
 
+  private diskXattrs(): boolean {
+    return this.asRoot && (typeof this.readDiskXattrs === "function" ? this.readDiskXattrs() : this.readDiskXattrs);
+  }
+
   constructor(
     readonly store: Store,
     readonly asRoot: boolean,
-    private readonly readDiskXattrs: boolean,
+    /** Whether xattrs can be read from disk; a function is asked only when a tree is read as root (it may spawn getfattr). */
+    private readonly readDiskXattrs: boolean | (() => boolean),
     /** Where to say that a cached tree had to be extracted again. */
     private readonly warn: (message: string) => void = () => undefined,
   ) {
@@ -130,7 +135,7 @@ export class Layers {
         sourceDateEpoch,
         baselineCtimeMs: Number.POSITIVE_INFINITY,
         overrides: emptyOverrides(),
-        readDiskXattrs: this.readDiskXattrs && this.asRoot,
+        readDiskXattrs: this.diskXattrs(),
         outPath,
         normalizeTimes: false,
       });
@@ -311,7 +316,7 @@ export class Layers {
         sourceDateEpoch,
         baselineCtimeMs,
         overrides,
-        readDiskXattrs: this.readDiskXattrs && this.asRoot,
+        readDiskXattrs: this.diskXattrs(),
         outPath,
         normalizeTimes: true,
       });
