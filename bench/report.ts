@@ -33,7 +33,10 @@ export interface BenchRow {
 
 export interface BenchRun {
   date: string;
+  /** When the run was last written (the end, or its last finished scenario). */
   finished: string;
+  /** False while running, and for a run that was stopped or failed: its rows are the scenarios it finished. */
+  complete?: boolean;
   machine: string;
   /** 1-minute load averages when the run started and ended (the machine is shared). */
   load: { before: number; after: number };
@@ -50,13 +53,22 @@ const README = join(REPO, "README.md");
 const START = "<!-- bench:start -->";
 const END = "<!-- bench:end -->";
 
-/** Keeps the run as a file of its own, points latest.json at it and regenerates the README's block. */
+/** The result files this process wrote: a run rewrites its own file as scenarios finish, no other. */
+const ownFiles = new Set<string>();
+
+/**
+ * Keeps the run as a file of its own, points latest.json at it and regenerates the README's
+ * block. Called again for the same run as it goes on, it replaces that run's file.
+ */
 export function saveRun(run: BenchRun): { path: string; table: string } {
   mkdirSync(RESULTS, { recursive: true });
   const name = `run-${run.date.replace(/[:.]/g, "-")}.json`;
   const path = join(RESULTS, name);
-  if (existsSync(path)) throw new Error(`${path} exists: results are never overwritten`);
-  writeFileSync(path, `${JSON.stringify(run, null, 2)}\n`);
+  if (existsSync(path) && !ownFiles.has(path)) throw new Error(`${path} exists: results are never overwritten`);
+  ownFiles.add(path);
+  const temp = join(RESULTS, `.run-${process.pid}.tmp`);
+  writeFileSync(temp, `${JSON.stringify(run, null, 2)}\n`);
+  renameSync(temp, path);
   const link = join(RESULTS, `.latest-${process.pid}`);
   symlinkSync(name, link);
   renameSync(link, join(RESULTS, "latest.json"));
@@ -73,7 +85,9 @@ export function allRuns(): BenchRun[] {
 }
 
 export function formatRun(run: BenchRun): string {
-  const header = `osbuild ${run.osbuildVersion} (${run.commit}) against ${run.osbuilder}, on ${run.machine}, ${run.date.slice(0, 16).replace("T", " ")} UTC, load average ${run.load.before} → ${run.load.after}; medians of ${run.runs} runs each, turn about${run.only ? `; scenarios: ${run.only.join(", ")}` : ""}`;
+  const stopped = run.complete === false ? "; **stopped before the end** (the scenarios it finished)" : "";
+  const against = run.rows.some((row) => row.baseline) ? `against ${run.osbuilder}` : "(osbuilder not run)";
+  const header = `osbuild ${run.osbuildVersion} (${run.commit}) ${against}, on ${run.machine}, ${run.date.slice(0, 16).replace("T", " ")} UTC, load average ${run.load.before} → ${run.load.after}; medians of ${run.runs} runs each, turn about${run.only ? `; scenarios: ${run.only.join(", ")}` : ""}${stopped}`;
   const lines = [
     header,
     "",

@@ -87,8 +87,37 @@ function against(row: Omit<BenchRow, "ratio" | "met" | "osbuild" | "baseline">, 
 }
 
 const rows: BenchRow[] = [];
+let completed = false; // every scenario asked for measured, nothing thrown
 const startedAt = new Date();
 const loadBefore = load();
+const osbuildVersion = sh(`${process.execPath} ${OSBUILD} --version`).trim().replace(/^osbuild /, "");
+const commit = process.env.BENCH_COMMIT ?? commitOf(REPO);
+
+/** This run as a result: `complete` once every scenario asked for is measured. */
+function result(complete: boolean): BenchRun {
+  return {
+    date: startedAt.toISOString(),
+    finished: new Date().toISOString(),
+    complete,
+    machine: machine(),
+    load: { before: loadBefore, after: load() },
+    runs: RUNS,
+    osbuilder: runner.ok ? runner.describe : "(none)",
+    osbuildVersion,
+    commit,
+    only: ONLY ? [...ONLY] : undefined,
+    rows,
+  };
+}
+
+/**
+ * Adds a scenario's row and keeps the run so far: a run killed later (the machine is shared,
+ * osbuilder's builds are long) still leaves the scenarios it finished.
+ */
+function add(row: BenchRow): void {
+  rows.push(row);
+  if (!process.env.BENCH_DRY) saveRun(result(false));
+}
 
 // --- shared set-up, made on first use -------------------------------------------------------
 let baselineRootfs: string | undefined; // osbuilder's debian_rootfs, for the packers alone
@@ -128,7 +157,7 @@ try {
       warmCache = cache;
     }
     const note = `steps: ${Object.entries(stepMedians(ours)).map(([id, ms]) => `${id} ${(ms / 1000).toFixed(1)} s`).join(", ")}`;
-    rows.push(against({ id: "cold", scenario: "cold, default config", baselineCommand: "make rootfs image initrd", goal: "≤ 0.55× the real osbuilder", note }, theirs, ours, 0.55));
+    add(against({ id: "cold", scenario: "cold, default config", baselineCommand: "make rootfs image initrd", goal: "≤ 0.55× the real osbuilder", note }, theirs, ours, 0.55));
   }
 
   // --- agent changed: a new agent binary, against osbuilder's full rebuild -------------------
@@ -147,7 +176,7 @@ try {
     const rebuilt = built(ours[0]!);
     const note = `rebuilt: ${rebuilt.join(", ")}; steps: ${Object.entries(stepMedians(ours)).map(([id, ms]) => `${id} ${ms} ms`).join(", ")}`;
     const only = !rebuilt.includes("fetch-base") && !rebuilt.includes("provision");
-    rows.push(against({ id: "agent", scenario: "agent changed", baselineCommand: "make rootfs image initrd", goal: "≤ 1.0 s and ≤ 0.011× osbuilder's full rebuild", note }, theirs, ours, 0.011, only && median(ours.map((run) => run.ms)) <= 1000));
+    add(against({ id: "agent", scenario: "agent changed", baselineCommand: "make rootfs image initrd", goal: "≤ 1.0 s and ≤ 0.011× osbuilder's full rebuild", note }, theirs, ours, 0.011, only && median(ours.map((run) => run.ms)) <= 1000));
   }
 
   // --- agent changed, the initrd only ----------------------------------------------------
@@ -157,7 +186,7 @@ try {
     const ours: Run[] = [];
     for (let run = 0; run < RUNS; run++) ours.push(osbuild(["initrd", "--cache-dir", cache, "--out", join(work, "out-warm"), "--set", `agent=${freshAgent()}`]));
     const b = side(ours);
-    rows.push({
+    add({
       id: "agent-initrd",
       scenario: "agent changed, `osbuild run initrd` only",
       osbuild: b,
@@ -177,7 +206,7 @@ try {
     for (let run = 0; run < RUNS + 2; run++) ours.push(osbuild(args));
     const b = side(ours);
     const idle = ours.every((run) => built(run).length === 0 && run.events.every((event) => event.type !== "output" || !event.written));
-    rows.push({ id: "noop", scenario: "no-op rebuild, default config", osbuild: b, goal: "≤ 0.25 s", met: b.wallMs <= 250 && idle, note: idle ? "nothing built or written" : "something was built or written!" });
+    add({ id: "noop", scenario: "no-op rebuild, default config", osbuild: b, goal: "≤ 0.25 s", met: b.wallMs <= 250 && idle, note: idle ? "nothing built or written" : "something was built or written!" });
   }
   if (wanted("version")) {
     log(`osbuild --version, ${RUNS + 2} times`);
@@ -185,7 +214,7 @@ try {
     for (let run = 0; run < RUNS + 2; run++) ours.push(timed(process.execPath, [OSBUILD, "--version"]));
     const b = side(ours);
     const node = side(Array.from({ length: RUNS + 2 }, () => timed(process.execPath, ["-e", "0"])));
-    rows.push({ id: "version", scenario: "`osbuild --version`", osbuild: b, goal: "≤ 0.15 s", met: b.wallMs <= 150, note: `node -e 0: ${(node.wallMs / 1000).toFixed(3)} s` });
+    add({ id: "version", scenario: "`osbuild --version`", osbuild: b, goal: "≤ 0.15 s", met: b.wallMs <= 150, note: `node -e 0: ${(node.wallMs / 1000).toFixed(3)} s` });
   }
 
   // --- the packers alone, on osbuilder's own rootfs ---------------------------------------------
@@ -225,7 +254,7 @@ export default defineConfig({
     }
     const size = statSync(join(work, "initrd-out", "initrd")).size / statSync(theirImage).size;
     const note = `size ${size.toFixed(3)}× osbuilder's (gzip -9; osbuild: pigz -6)`;
-    rows.push(against({ id: "initrd", scenario: "initrd only, cached rootfs", baselineCommand: "initrd_builder.sh", goal: "≤ 0.15× initrd_builder.sh, size ≤ 1.01×", note }, theirs, ours, 0.15, size <= 1.01));
+    add(against({ id: "initrd", scenario: "initrd only, cached rootfs", baselineCommand: "initrd_builder.sh", goal: "≤ 0.15× initrd_builder.sh, size ≤ 1.01×", note }, theirs, ours, 0.15, size <= 1.01));
   }
   if (wanted("image")) {
     const tree = baselineRootfsDir();
@@ -243,7 +272,7 @@ export default defineConfig({
     }
     const size = statSync(join(work, "image-out", "image")).size / statSync(theirImage).size;
     const note = `file size ${size.toFixed(3)}× osbuilder's; steps: ${Object.entries(stepMedians(ours)).map(([id, ms]) => `${id} ${ms} ms`).join(", ")}`;
-    rows.push(against({ id: "image", scenario: "image only, cached rootfs (DAX header on)", baselineCommand: "image_builder.sh", goal: "≤ 0.7× image_builder.sh", note }, theirs, ours, 0.7));
+    add(against({ id: "image", scenario: "image only, cached rootfs (DAX header on)", baselineCommand: "image_builder.sh", goal: "≤ 0.7× image_builder.sh", note }, theirs, ours, 0.7));
   }
 
   // --- the Kata matrix: four artifacts from one config, against four osbuilder runs ------------
@@ -300,7 +329,7 @@ export default defineConfig({
       rmSync(cache, { recursive: true, force: true });
     }
     const note = `osbuilder: ${Object.entries(parts).map(([name, ms]) => `${name} ${(median(ms) / 1000).toFixed(1)} s`).join(", ")}; osbuild steps: ${Object.entries(stepMedians(ours)).map(([id, ms]) => `${id} ${(ms / 1000).toFixed(1)} s`).join(", ")}`;
-    rows.push(against({ id: "matrix", scenario: "Kata matrix: image, initrd, measured image, erofs extension", baselineCommand: "4 osbuilder runs", goal: "≤ 0.3× osbuilder's four runs", note }, theirs, ours, 0.3));
+    add(against({ id: "matrix", scenario: "Kata matrix: image, initrd, measured image, erofs extension", baselineCommand: "4 osbuilder runs", goal: "≤ 0.3× osbuilder's four runs", note }, theirs, ours, 0.3));
   }
 
   if (rows.length > 0) {
@@ -314,23 +343,13 @@ export default defineConfig({
       note: `the most: ${worst.scenario}`,
     });
   }
+  completed = true;
 } finally {
   if (rows.length > 0) {
-    const result: BenchRun = {
-      date: startedAt.toISOString(),
-      finished: new Date().toISOString(),
-      machine: machine(),
-      load: { before: loadBefore, after: load() },
-      runs: RUNS,
-      osbuilder: runner.ok ? runner.describe : "(none)",
-      osbuildVersion: sh(`${process.execPath} ${OSBUILD} --version`).trim().replace(/^osbuild /, ""),
-      commit: process.env.BENCH_COMMIT ?? commitOf(REPO),
-      only: ONLY ? [...ONLY] : undefined,
-      rows,
-    };
-    if (process.env.BENCH_DRY) process.stdout.write(`\n${formatRun(result)}\n\n(BENCH_DRY: not kept)\n`);
+    const run = result(completed);
+    if (process.env.BENCH_DRY) process.stdout.write(`\n${formatRun(run)}\n\n(BENCH_DRY: not kept)\n`);
     else {
-      const { path, table } = saveRun(result);
+      const { path, table } = saveRun(run);
       process.stdout.write(`\n${table}\n\nwritten to ${path}\n`);
     }
   }
