@@ -149,11 +149,11 @@ export async function benchSharedCache(options: { runs: number; work: string; lo
   return rows;
 }
 
-/** `timed` without blocking this process (which serves the proxy): wall time and peak memory under /usr/bin/time. */
+/** `timed` without blocking this process (which serves the proxy): wall time, and CPU time and peak memory under /usr/bin/time. */
 function timedAsync(command: string, args: readonly string[], cwd: string): Promise<Timed> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const child = spawn("/usr/bin/time", ["-f", "%M", command, ...args], { cwd, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn("/usr/bin/time", ["-f", "%U %S %M", command, ...args], { cwd, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
@@ -161,8 +161,8 @@ function timedAsync(command: string, args: readonly string[], cwd: string): Prom
     child.on("error", reject);
     child.on("close", (code) => {
       if (code !== 0) return reject(new Error(`${command} ${args.join(" ")} failed (${code}):\n${stdout}\n${stderr}`));
-      const peakKiB = Number(stderr.trim().split("\n").pop());
-      resolve({ ms: performance.now() - started, peakBytes: Number.isFinite(peakKiB) ? peakKiB * 1024 : 0, stdout });
+      const [user = 0, system = 0, peakKiB = 0] = (stderr.trim().split("\n").pop() ?? "").split(" ").map(Number);
+      resolve({ ms: performance.now() - started, cpuMs: (user + system) * 1000, peakBytes: Number.isFinite(peakKiB) ? peakKiB * 1024 : 0, stdout, stderr });
     });
   });
 }
