@@ -61,6 +61,8 @@ export interface CommandSpec {
 
 export interface BuiltOutputs {
   ok: boolean;
+  /** The architecture the outputs are for (the config's, or what the command asked for). */
+  arch: Arch;
   /** target name → path of the written output */
   outputs: Record<string, string>;
   /**
@@ -90,6 +92,14 @@ export interface BuildOverrides {
   params?: Readonly<Record<string, string | number | boolean>>;
   /** Instead of the config's `sourceDateEpoch` (and SOURCE_DATE_EPOCH). */
   sourceDateEpoch?: number;
+  /** Instead of the config's `arch` (and `--arch`): what the osbuilder drop-in's ARCH= asks for. */
+  arch?: Arch;
+}
+
+/** How `buildArtifacts` builds: what a config would say, for artifacts made in code. */
+export interface ArtifactBuildSettings {
+  /** Default: the machine's. */
+  arch?: Arch;
 }
 
 export interface CommandContext {
@@ -113,7 +123,7 @@ export interface CommandContext {
    * Builds artifacts made by steps called in code (not in the config), cached like any
    * other, into a directory of their own under the cache.
    */
-  buildArtifacts(name: string, targets: () => Targets): Promise<BuiltOutputs>;
+  buildArtifacts(name: string, targets: () => Targets, settings?: ArtifactBuildSettings): Promise<BuiltOutputs>;
   /** A line on stderr, so that stdout stays the command's own. */
   log(message: string): void;
 }
@@ -170,6 +180,11 @@ export interface ToolSpec {
   versionArgs?: readonly string[];
   /** The Debian package that provides it, named in the error when it is missing. */
   package: string;
+  /**
+   * The step does without it when it is not installed (`ctx.hasTool` says which): its
+   * absence is then what the cache key records, so installing it later rebuilds the step.
+   */
+  optional?: boolean;
 }
 
 /** The machine a build runs on, as a step's `requirements` see it. */
@@ -236,7 +251,7 @@ export interface StepSpec<Options, Inputs extends readonly ArtifactKind[], Outpu
    */
   hostPaths?: readonly PathOptionKeys<Options>[];
   /** Programs the step runs; checked before the build starts, versions go into the key. */
-  tools?: readonly ToolSpec[] | ((options: Options) => readonly ToolSpec[]);
+  tools?: readonly ToolSpec[] | ((options: Options, machine: BuildMachine) => readonly ToolSpec[]);
   /** What the step needs of the machine besides its tools; `osbuild doctor` checks them. */
   requirements?: (options: Options, machine: BuildMachine) => readonly MachineRequirement[];
   /** Checks options when the config is evaluated; return an error message to reject them. */
@@ -464,6 +479,8 @@ interface StepContextBase<Inputs extends readonly ArtifactKind[]> {
   readonly inputs: InputsOf<Inputs>;
   /** A line for the step's log (shown with --verbose and when the step fails). */
   log(message: string): void;
+  /** Whether a tool the step declared is installed (always true for one that is not `optional`). */
+  hasTool(command: string): boolean;
   /** Runs a program; a non-zero exit fails the step with its stderr. */
   exec(command: string, args: readonly string[], options?: ExecOptions): Promise<ExecResult>;
   /** A fresh private directory, removed when the step ends. */

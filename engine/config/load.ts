@@ -99,6 +99,8 @@ export interface LoadOptions {
   configFiles?: Record<string, string>;
   /** Instead of the config's and SOURCE_DATE_EPOCH's. */
   sourceDateEpoch?: number;
+  /** Instead of the config's `arch` (osbuild run --arch). */
+  arch?: Arch;
 }
 
 export async function loadConfig(file: string, options: LoadOptions): Promise<LoadedConfig> {
@@ -135,7 +137,7 @@ export async function loadConfig(file: string, options: LoadOptions): Promise<Lo
     if (!Number.isInteger(sourceDateEpoch) || sourceDateEpoch < 0) throw new ConfigError(`SOURCE_DATE_EPOCH=${envEpoch} is not a number of seconds`, undefined, "set it to an integer such as 1700000000, or unset it");
   }
   const configFiles = options.configFiles ?? { [file]: sha256Hex(readFileSync(file)) };
-  return { file, definition, params, graph, sourceDateEpoch, arch: definition.arch ?? machineArch(), configFiles, sbom: definition.sbom ?? true, provenance: definition.provenance ?? true };
+  return { file, definition, params, graph, sourceDateEpoch, arch: options.arch ?? definition.arch ?? machineArch(), configFiles, sbom: definition.sbom ?? true, provenance: definition.provenance ?? true };
 }
 
 export function machineArch(): Arch {
