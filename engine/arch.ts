@@ -1,5 +1,6 @@
 // The architectures osbuild builds for, and reading one from the command line.
 
+import { arch as nodeArch } from "node:os";
 import { ConfigError } from "./errors.js";
 import type { Arch } from "./types.js";
 
@@ -18,4 +19,10 @@ export function parseArch(value: string, where: string): Arch {
   if (isArch(value)) return value;
   const alias = Object.hasOwn(ALIASES, value) ? ALIASES[value] : undefined;
   throw new ConfigError(`${where} ${value}: expected one of ${ARCHES.join(", ")}${alias ? ` (${value} is ${alias} in uname -m spelling)` : ""}`);
+}
+
+/** The build machine's architecture. */
+export function machineArch(): Arch {
+  const map: Record<string, Arch> = { x64: "x86_64", arm64: "aarch64", ppc64: "ppc64le", s390x: "s390x" };
+  return map[nodeArch()] ?? "x86_64";
 }

@@ -21,29 +21,29 @@ export interface ForeignProgramsProblem {
   problem: string;
   /** The commands (as root) that put it right, in order. */
   commands: string[];
+  /** The Debian packages among them that are not installed yet. */
+  packages: string[];
 }
 
 /** Why programs for `arch` cannot run here, or undefined when they can. */
 export function foreignProgramsProblem(arch: Arch, dir = BINFMT_DIR): ForeignProgramsProblem | undefined {
   const handler = qemuHandler(arch);
-  const install = existsSync(`/usr/share/binfmts/${handler}`) && existsSync("/usr/sbin/update-binfmts") ? [] : ["apt-get install qemu-user-static binfmt-support"];
+  const packages = [...(existsSync(`/usr/share/binfmts/${handler}`) ? [] : ["qemu-user-static"]), ...(existsSync("/usr/sbin/update-binfmts") ? [] : ["binfmt-support"])];
+  const install = packages.length > 0 ? [`apt-get install ${packages.join(" ")}`] : [];
   const enable = [...install, `update-binfmts --enable ${handler}`];
-  if (!existsSync(join(dir, "status"))) {
-    return { problem: `binfmt_misc is not mounted at ${dir}`, commands: [...install, `mount -t binfmt_misc binfmt_misc ${dir}`, `update-binfmts --enable ${handler}`] };
-  }
-  if (read(join(dir, "status")).trim() !== "enabled") return { problem: "binfmt_misc is disabled", commands: [`echo 1 > ${dir}/status`] };
+  const problem = (text: string, commands: string[]): ForeignProgramsProblem => ({ problem: text, commands, packages });
+  if (!existsSync(join(dir, "status"))) return problem(`binfmt_misc is not mounted at ${dir}`, [...install, `mount -t binfmt_misc binfmt_misc ${dir}`, `update-binfmts --enable ${handler}`]);
+  if (read(join(dir, "status")).trim() !== "enabled") return problem("binfmt_misc is disabled", [`echo 1 > ${dir}/status`]);
   const header = elfHeader(arch);
   const matching = handlers(dir).filter((entry) => entry.matches(header));
   const usable = matching.find((entry) => entry.enabled && entry.flags.includes("F"));
   if (usable) return undefined;
   const withoutF = matching.find((entry) => entry.enabled);
   if (withoutF) {
-    return {
-      problem: `the binfmt handler '${withoutF.name}' for ${arch} has no F flag, so its emulator (${withoutF.interpreter}) cannot be found inside a rootfs`,
-      commands: [`update-binfmts --disable ${withoutF.name}`, ...enable],
-    };
+    const text = `the binfmt handler '${withoutF.name}' for ${arch} has no F flag, so its emulator (${withoutF.interpreter}) cannot be found inside a rootfs`;
+    return problem(text, [`update-binfmts --disable ${withoutF.name}`, ...enable]);
   }
-  return { problem: `no binfmt handler for ${arch} programs is registered${matching.length > 0 ? ` (${matching.map((entry) => entry.name).join(", ")} disabled)` : ""}`, commands: enable };
+  return problem(`no binfmt handler for ${arch} programs is registered${matching.length > 0 ? ` (${matching.map((entry) => entry.name).join(", ")} disabled)` : ""}`, enable);
 }
 
 type ForeignContext = Pick<StepContext<readonly [], "rootfs">, "arch" | "hostArch" | "log" | "fail" | "exec">;
