@@ -1,6 +1,7 @@
 // Guests of other architectures built on this x86 machine and booted under emulation: the
 // default config for arm64 (a real foreign mmdebstrap, built once for the whole file and
-// reused), an s390x initrd, and step results never shared between architectures.
+// reused), an s390x initrd, step results never shared between architectures, and a
+// multi-arch image base giving each architecture its own manifest.
 // Needs what scripts/setup.sh makes: the binfmt handlers, Debian's guest kernels in
 // build/guest-kernels/ARCH and the test agent cross-built in build/agent/ARCH.
 
@@ -8,7 +9,8 @@ import { copyFileSync, existsSync, readFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { AGENT, REPO, failure, osbuild, type RunResult, statuses, tempDir, writeFiles } from "../helpers.js";
+import { AGENT, REPO, failure, osbuild, type RunResult, sh, statuses, tempDir, writeFiles } from "../helpers.js";
+import { makeOciLayout, pushOciLayout, startRegistry } from "../oci-registry-harness.js";
 
 /** What scripts/setup.sh made for `arch`; a clear failure (never a skip) when it is missing. */
 function guestKit(arch: "aarch64" | "s390x"): { kernel: string; agent: string } {
@@ -117,5 +119,34 @@ export default defineConfig({
     expect(stepKeys(arm).filter((key) => stepKeys(x86).includes(key))).toEqual([]);
     const armAgain = await runFor("aarch64");
     expect(Object.values(statuses(armAgain))).toEqual(["cached", "cached", "cached"]);
+  }, 300_000);
+});
+
+describe("a multi-arch image as the base", () => {
+  it("gives each architecture its own manifest from the index", async () => {
+    const registry = await startRegistry();
+    try {
+      const layout = tempDir("multi-arch");
+      makeOciLayout(layout, [
+        { architecture: "amd64", files: { "etc/arch": "amd64\n" } },
+        { architecture: "arm64", variant: "v8", files: { "etc/arch": "arm64\n" } },
+        { architecture: "s390x", files: { "etc/arch": "s390x\n" } },
+      ]);
+      await pushOciLayout(layout, `${registry.address}/test/multi:1.0`, { all: true });
+      const project = tempDir("image-arches");
+      writeFiles(project, {
+        "osbuild.config.ts": `import { defineConfig, fetchBase, mkCpio } from "osbuild";
+export default defineConfig(() => ({ initrd: mkCpio(fetchBase({ image: "${registry.address}/test/multi:1.0" }), { compression: "gzip", checks: false }) }));
+`,
+      });
+      for (const [arch, expected] of [["aarch64", "arm64"], ["s390x", "s390x"], ["x86_64", "amd64"]] as const) {
+        const out = join(project, `out-${arch}`);
+        const result = await osbuild(["run", "--arch", arch, "--cache-dir", join(project, "cache"), "--out", out], { cwd: project });
+        expect(result.code, result.stderr).toBe(0);
+        expect(sh(`zcat ${out}/initrd | cpio -i --quiet --to-stdout etc/arch`)).toBe(`${expected}\n`);
+      }
+    } finally {
+      await registry.stop();
+    }
   }, 300_000);
 });
