@@ -400,7 +400,7 @@ describe("a registry that lies", () => {
     "blob-size": /does not match its digest and size/,
     "index-digest": /does not match its digest/,
     "index-size": /does not match its digest and size/,
-    "huge-manifest": /is larger than 4194304 bytes/,
+    "huge-manifest": /sent more than 4194304 bytes for \/v2\/lies\/huge-manifest\/manifests\/latest/,
     "bad-descriptor": /malformed or non-sha256 descriptor/,
   };
 
