@@ -13,7 +13,7 @@ import { pipeline } from "node:stream/promises";
 import { defineStep, type ExecOptions, type ExecResult, type FileEntry, type LayerEvent } from "../engine/index.js";
 import { encodeNewcHeader, newcPadding, newcTrailer, type CpioEntry } from "../formats/cpio.js";
 import { encodeName } from "../formats/names.js";
-import { checkBootable } from "./checks.js";
+import { checkBootable, type BootChecks } from "./checks.js";
 import { initrdMediaType } from "./media-types.js";
 
 export type CpioCompression = "gzip" | "zstd" | "none";
@@ -30,9 +30,9 @@ export interface MkCpioOptions {
   initLink?: string | false;
   /**
    * osbuilder's checks before packing (an executable /sbin/init; systemd or the agent as
-   * init, as osbuilder.yaml says). Default: on for rootfs made by installAgent.
+   * init, as osbuilder.yaml says, or as given). Default: on for rootfs made by installAgent.
    */
-  checks?: boolean;
+  checks?: BootChecks;
 }
 
 const DEFAULT_LEVEL: Record<CpioCompression, number> = { gzip: 6, zstd: 9, none: 0 };

@@ -8,7 +8,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSyn
 import { join } from "node:path";
 
 /** Modules that may be needed, loaded per boot as osbuild.modules= says. */
-export const BOOT_MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "erofs", "xfs", "libnvdimm", "nfit", "nd_btt", "nd_pmem"];
+export const BOOT_MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "erofs", "xfs", "libnvdimm", "nfit", "nd_btt", "nd_pmem", "dm_verity"];
 
 const APPLETS = ["sh", "mount", "umount", "modprobe", "insmod", "sleep", "cat", "echo", "mkdir", "ls", "switch_root", "poweroff", "tr", "dmesg"];
 

@@ -11,6 +11,8 @@ export interface QemuBoot {
   disk?: string;
   /** The disk as a read-only NVDIMM instead (the image must be 128 MiB aligned). */
   nvdimm?: { path: string; bytes: number };
+  /** Guest extension images, read-only on virtio-blk with serial extension-<name>, as Kata's runtime attaches them. */
+  extensions?: ReadonlyArray<{ name: string; path: string }>;
   memoryMiB: number;
   accel: "tcg" | "kvm";
   timeoutMs: number;
@@ -35,6 +37,10 @@ function qemuArgs(boot: QemuBoot): string[] {
     args.push("-device", "nvdimm,id=nv1,memdev=mem1,unarmed=on");
   } else args.push("-machine", "pc", "-m", `${boot.memoryMiB}M`);
   if (boot.disk) args.push("-drive", `file=${optionValue(boot.disk)},format=raw,if=virtio,snapshot=on`);
+  for (const [index, extension] of (boot.extensions ?? []).entries()) {
+    args.push("-drive", `file=${optionValue(extension.path)},format=raw,if=none,id=extension${index},readonly=on`);
+    args.push("-device", `virtio-blk-pci,drive=extension${index},serial=extension-${extension.name}`);
+  }
   args.push("-kernel", boot.kernel, "-initrd", boot.initrd, "-append", boot.append);
   return args;
 }

@@ -10,6 +10,7 @@ import { mkCpio } from "../mk-cpio.js";
 import { compressionOf } from "../../formats/compression.js";
 import { parseMbr } from "../../formats/mbr.js";
 import { BOOT_MODULES, writeBootTree } from "../boot/boot-initrd.js";
+import { extensionKernelParam, hasHashPartition, parseExtensionOption, readVerityParams } from "../boot/extensions.js";
 import { runQemu, type QemuBoot } from "../boot/qemu.js";
 
 /** What `osbuild boot` does; its name and options are in ./index.ts. */
@@ -22,11 +23,12 @@ export const boot: Pick<CommandSpec, "run"> = {
     if (!(timeoutMs > 0)) throw new ConfigError(`--timeout ${String(options.timeout)}: expected seconds`);
     const memoryMiB = Number(options.memory ?? 1024);
     const expect = options.expect as string | undefined;
-    const extra = (options.append as string | undefined) ?? "";
+    const extensions = await Promise.all(((options.extension as string[] | undefined) ?? []).map((value) => attachExtension(value, ctx)));
+    const extra = [(options.append as string | undefined) ?? "", ...extensions.map((extension) => extension.kernelParam)].filter(Boolean).join(" ");
     const kind = detectKind(file);
 
     let boot: QemuBoot;
-    const base = { kernel: kernel.path, memoryMiB, timeoutMs, expect, onOutput: (text: string) => void process.stdout.write(text) };
+    const base = { kernel: kernel.path, memoryMiB, timeoutMs, expect, extensions, onOutput: (text: string) => void process.stdout.write(text) };
     if (kind === "initrd") {
       boot = { ...base, initrd: file, append: `console=ttyS0 panic=-1 ${extra}`.trim(), accel: await accel(options.accel, ctx, kernel, file) };
     } else {
@@ -35,6 +37,8 @@ export const boot: Pick<CommandSpec, "run"> = {
       const nvdimm = options.nvdimm === true;
       // crc32c first: ext4, xfs and erofs need it through softdeps, which busybox modprobe ignores.
       const modules = [...(nvdimm ? ["libnvdimm", "nfit", "nd_btt", "nd_pmem"] : ["virtio_pci", "virtio_blk"]), "crc32c_generic", fstype];
+      // Extensions are erofs on dm-verity, on virtio-blk whatever the root is on (Kata's guest kernels have these built in).
+      if (extensions.length > 0) modules.push(...["virtio_pci", "virtio_blk", "dm_verity", "erofs"].filter((name) => !modules.includes(name)));
       const append = [
         "console=ttyS0 panic=-1",
         `osbuild.root=${nvdimm ? "/dev/pmem0p1" : "/dev/vda1"}`,
@@ -62,6 +66,17 @@ export const boot: Pick<CommandSpec, "run"> = {
     return 1;
   },
 };
+
+/** --extension NAME=IMAGE[,VERITY_PARAMS]: the image and the kernel parameter the runtime adds for it. */
+async function attachExtension(value: string, ctx: CommandContext): Promise<{ name: string; path: string; kernelParam: string }> {
+  const request = parseExtensionOption(value);
+  const path = await artifactPath(request.image, ctx);
+  const params = request.verityParams === undefined ? undefined : readVerityParams(await artifactPath(request.verityParams, ctx));
+  if (params === undefined && hasHashPartition(path)) {
+    ctx.log(`warning: extension ${request.name} has a dm-verity hash partition but no verity params: Kata's mount script will refuse it (give NAME=IMAGE,VERITY_PARAMS)`);
+  }
+  return { name: request.name, path, kernelParam: extensionKernelParam(request.name, params) };
+}
 
 /** A target of the config is built first; anything else must be a file. */
 async function artifactPath(name: string, ctx: CommandContext): Promise<string> {
