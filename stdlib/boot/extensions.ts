@@ -21,6 +21,9 @@ const NAME = /^[A-Za-z0-9_-]+$/;
 /** key=value pairs separated by commas, nothing the kernel command line would split. */
 const PARAMS = /^[a-z_]+=[0-9A-Za-z]+(,[a-z_]+=[0-9A-Za-z]+)*$/;
 
+/** At most this many: they take PCI slots 0x18 to 0x1f. */
+export const MAX_EXTENSIONS = 8;
+
 /** --extension NAME=IMAGE[,VERITY_PARAMS_FILE] */
 export function parseExtensionOption(value: string): ExtensionRequest {
   const match = /^([^=]+)=([^,]+)(?:,(.+))?$/.exec(value);

@@ -29,6 +29,9 @@ export interface QemuResult {
   console: string;
 }
 
+/** The first PCI slot of the extension images (up to slot 31). */
+const EXTENSION_SLOT = 0x18;
+
 function qemuArgs(boot: QemuBoot): string[] {
   const args = ["-accel", boot.accel, "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot", "-smp", "1"];
   if (boot.nvdimm) {
@@ -37,9 +40,10 @@ function qemuArgs(boot: QemuBoot): string[] {
     args.push("-device", "nvdimm,id=nv1,memdev=mem1,unarmed=on");
   } else args.push("-machine", "pc", "-m", `${boot.memoryMiB}M`);
   if (boot.disk) args.push("-drive", `file=${optionValue(boot.disk)},format=raw,if=virtio,snapshot=on`);
+  // Extensions sit in PCI slots after the root disk's, so that the root disk stays vda.
   for (const [index, extension] of (boot.extensions ?? []).entries()) {
     args.push("-drive", `file=${optionValue(extension.path)},format=raw,if=none,id=extension${index},readonly=on`);
-    args.push("-device", `virtio-blk-pci,drive=extension${index},serial=extension-${extension.name}`);
+    args.push("-device", `virtio-blk-pci,drive=extension${index},serial=extension-${extension.name},addr=0x${(EXTENSION_SLOT + index).toString(16)}`);
   }
   args.push("-kernel", boot.kernel, "-initrd", boot.initrd, "-append", boot.append);
   return args;

@@ -10,7 +10,7 @@ import { mkCpio } from "../mk-cpio.js";
 import { compressionOf } from "../../formats/compression.js";
 import { parseMbr } from "../../formats/mbr.js";
 import { BOOT_MODULES, writeBootTree } from "../boot/boot-initrd.js";
-import { extensionKernelParam, hasHashPartition, parseExtensionOption, readVerityParams } from "../boot/extensions.js";
+import { extensionKernelParam, hasHashPartition, MAX_EXTENSIONS, parseExtensionOption, readVerityParams } from "../boot/extensions.js";
 import { runQemu, type QemuBoot } from "../boot/qemu.js";
 
 /** What `osbuild boot` does; its name and options are in ./index.ts. */
@@ -23,7 +23,9 @@ export const boot: Pick<CommandSpec, "run"> = {
     if (!(timeoutMs > 0)) throw new ConfigError(`--timeout ${String(options.timeout)}: expected seconds`);
     const memoryMiB = Number(options.memory ?? 1024);
     const expect = options.expect as string | undefined;
-    const extensions = await Promise.all(((options.extension as string[] | undefined) ?? []).map((value) => attachExtension(value, ctx)));
+    const requested = (options.extension as string[] | undefined) ?? [];
+    if (requested.length > MAX_EXTENSIONS) throw new ConfigError(`--extension: at most ${MAX_EXTENSIONS} extension images, got ${requested.length}`);
+    const extensions = await Promise.all(requested.map((value) => attachExtension(value, ctx)));
     const extra = [(options.append as string | undefined) ?? "", ...extensions.map((extension) => extension.kernelParam)].filter(Boolean).join(" ");
     const kind = detectKind(file);
 

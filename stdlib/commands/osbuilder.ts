@@ -30,18 +30,19 @@ plain directory can (no device nodes, your own owners), and its OCI layout is ke
 /** What `osbuild osbuilder` does; its name and options are in ./index.ts. */
 export const osbuilder: Pick<CommandSpec, "run"> = {
   async run(args, _options, ctx) {
-    const [first, ...rest] = args;
+    // --print-config may come anywhere before the script's own arguments
+    const printConfig = args.includes("--print-config");
+    const given = args.filter((arg) => arg !== "--print-config");
+    const [first, ...rest] = given;
     if (first === "-h" || first === "--help" || first === "help") {
       process.stdout.write(USAGE);
       return 0;
     }
-    const printConfig = args.includes("--print-config");
-    const given = args.filter((arg) => arg !== "--print-config");
     const env = process.env as Record<string, string | undefined>;
     const script = { "image-builder": planImageBuilder, "initrd-builder": planInitrdBuilder, "rootfs-builder": planRootfsBuilder }[first ?? ""];
     if (script) {
       const vars = new Variables(new Map(), env, ctx.log, false);
-      const planned = script(rest.filter((arg) => arg !== "--print-config"), vars);
+      const planned = script(rest, vars);
       if (planned.print !== undefined) {
         process.stdout.write(planned.print);
         return 0;

@@ -176,7 +176,7 @@ export interface DiskSettings {
 /** image_builder.sh's settings; `fsType` and `extraFreeMiB` from its -f and -r when given. */
 export function diskSettings(vars: Variables, flags: { fsType?: string; extraFreeMiB?: string } = {}): DiskSettings {
   const fsTypeGiven = flags.fsType ?? vars.get("FS_TYPE") ?? "ext4";
-  if (!["ext4", "xfs", "erofs"].includes(fsTypeGiven)) throw new ConfigError(`${flags.fsType !== undefined ? "-f" : "FS_TYPE="}${fsTypeGiven}: only ext4, xfs and erofs are supported (as osbuilder)`);
+  if (!["ext4", "xfs", "erofs"].includes(fsTypeGiven)) throw new ConfigError(`${flags.fsType !== undefined ? "-f " : "FS_TYPE="}${fsTypeGiven}: only ext4, xfs and erofs are supported (as osbuilder)`);
   const fsType = fsTypeGiven as DiskSettings["fsType"];
   const blockSize = vars.integer("BLOCK_SIZE", 1);
   if (blockSize !== undefined && ![1024, 2048, 4096].includes(blockSize)) throw new ConfigError(`BLOCK_SIZE=${blockSize}: expected 1024, 2048 or 4096`);
