@@ -60,6 +60,9 @@ export const provision = defineStep({
   hostPaths: ["agentPolicy", "guestHooks", "extraTarballs"],
   validate(options: ProvisionOptions) {
     if (options.init !== "agent" && options.init !== "systemd") return `init must be "agent" or "systemd", got ${JSON.stringify(options.init)}`;
+    if (options.agentPolicy !== undefined && ["", ".", "..", "default-policy.rego"].includes(basename(options.agentPolicy))) {
+      return `agentPolicy ${JSON.stringify(options.agentPolicy)}: its file name becomes /etc/kata-opa/<name>, beside default-policy.rego: name a .rego file`;
+    }
     return undefined;
   },
   async run(options: ProvisionOptions, ctx) {

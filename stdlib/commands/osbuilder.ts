@@ -5,6 +5,7 @@
 // needed) whose outputs go where osbuilder puts them, under its names.
 // `--print-config` prints the equivalent osbuild.config.ts instead of building.
 
+import { createHash } from "node:crypto";
 import { existsSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { CommandContext, CommandSpec } from "../../engine/index.js";
@@ -85,7 +86,9 @@ async function build(ctx: CommandContext, planned: Pick<ScriptPlan, "plan" | "fi
       const name = `${basename(output.dir)}.tar`;
       return { output, name, from: plan.call("mkTar", `${output.from}Archive`, output.from, asRoot ? {} : { devices: false }) };
     });
-    const tars = await ctx.buildArtifacts("osbuilder-rootfs", () => plan.instantiate(archives.map(({ name, from }) => ({ name, from }))), settings);
+    // A directory of archives per destination: two builds for different places never share a file.
+    const place = createHash("sha256").update(planned.rootfsDirs.map((output) => output.dir).join("\0")).digest("hex").slice(0, 16);
+    const tars = await ctx.buildArtifacts(`osbuilder-rootfs-${place}`, () => plan.instantiate(archives.map(({ name, from }) => ({ name, from }))), settings);
     if (!tars.ok) return failed(ctx, "the rootfs");
     for (const { output, name } of archives) {
       const memo = join(ctx.cacheDir, "memo", "osbuilder-rootfs.json");

@@ -243,6 +243,80 @@ describe("osbuild osbuilder image-builder and initrd-builder", () => {
   });
 });
 
+describe("osbuild osbuilder's make targets, without building", () => {
+  const front = (dir: string, args: string[]): Promise<RunResult> => osbuild(["--cache-dir", join(dir, "cache"), "osbuilder", ...args], { cwd: dir });
+
+  it("prints configs that type-check, for the distro and dracut build methods", async () => {
+    const dir = tempDir("print-config");
+    writeFiles(dir, { "policy.rego": "package agent_policy\n", "hooks.tar": "" });
+    const cases: Array<[string, string[], RegExp[]]> = [
+      ["matrix", ["image", "initrd-debian", "DISTRO=debian", "OS_VERSION=bookworm", "AGENT_INIT=no", `AGENT_SOURCE_BIN=${AGENT}`, "MEASURED_ROOTFS=yes", "CONFIDENTIAL_GUEST=yes", "AGENT_POLICY=yes", `AGENT_POLICY_FILE=${join(dir, "policy.rego")}`, "EXTRA_PKGS=curl jq", "REPO_URL=http://deb.debian.org/debian", "ARCH=x86_64", "SOURCE_DATE_EPOCH=1735689600"], [/mkVerityImage\(/, /"root_hash_\.txt": measuredImage\.rootHash/, /"kata-containers-initrd-debian\.img": initrd/, /confidential: true/, /packages: \["curl", "jq"\]/, /mirror: "deb http:\/\/deb\.debian\.org\/debian noble main"/, /sourceDateEpoch: 1735689600/, /arch: "x86_64"/]],
+      ["dracut", ["image", "initrd", "BUILD_METHOD=dracut", "AGENT_INIT=yes", `AGENT_SOURCE_BIN=${AGENT}`], [/dracut\(\{ agent: .*, init: "agent" \}\)/, /fromInitrd\(dracutInitrd\)/, /"kata-containers-initrd\.img": dracutInitrd/]],
+    ];
+    for (const [name, args, expected] of cases) {
+      const printed = await front(dir, ["--print-config", ...args]);
+      expect(printed.code, printed.stderr).toBe(0);
+      for (const pattern of expected) expect(printed.stdout, name).toMatch(pattern);
+      writeFiles(dir, { [`${name}/osbuild.config.ts`]: printed.stdout });
+      const check = await osbuild(["check", "--cache-dir", join(dir, "cache")], { cwd: join(dir, name) });
+      expect(check.code, `${name}: ${check.stderr}`).toBe(0);
+    }
+  });
+
+  it("cleans what osbuilder's clean removes, and keeps the cache", async () => {
+    const dir = tempDir("clean");
+    writeFiles(dir, { "out/debian_rootfs/etc/hostname": "x\n", "out/.debian_rootfs.done": "", "out/kata-containers.img": "x", "out/kata-containers-initrd.img": "x", "out/keep.txt": "x", "cache/keep": "x" });
+    const cleaned = await front(dir, ["clean", "DISTRO=debian", `ROOTFS_BUILD_DEST=${join(dir, "out")}`, `IMAGES_BUILD_DEST=${join(dir, "out")}`]);
+    expect(cleaned.code, cleaned.stderr).toBe(0);
+    expect(sh("ls -A out", dir).trim()).toBe("keep.txt");
+    expect(existsSync(join(dir, "cache/keep"))).toBe(true);
+  });
+});
+
+describe("mkTar and emptyMachineId", () => {
+  it("archives the merged tree once per path, with owners, devices and hardlinks, and adds an empty machine-id", async () => {
+    const dir = tempDir("mk-tar");
+    // the base as a tar python writes: a device node, a hardlink, a file owned by someone else
+    sh(
+      `python3 - <<'PY'
+import io, tarfile
+with tarfile.open("base.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+    def add(name, kind, data=b"", **meta):
+        info = tarfile.TarInfo(name); info.type = kind; info.mode = meta.get("mode", 0o644); info.uid = meta.get("uid", 0); info.gid = meta.get("gid", 0); info.mtime = 1700000000
+        info.size = len(data) if kind == tarfile.REGTYPE else 0
+        for key in ("linkname", "devmajor", "devminor"):
+            if key in meta: setattr(info, key, meta[key])
+        tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    add("etc", tarfile.DIRTYPE, mode=0o755)
+    add("etc/hostname", tarfile.REGTYPE, b"guest\\n")
+    add("etc/hostname.link", tarfile.LNKTYPE, linkname="etc/hostname")
+    add("dev", tarfile.DIRTYPE, mode=0o755)
+    add("dev/console", tarfile.CHRTYPE, mode=0o600, gid=5, devmajor=5, devminor=1)
+    add("home", tarfile.DIRTYPE, mode=0o750, uid=1000, gid=1000)
+PY`,
+      dir,
+    );
+    writeFiles(dir, {
+      "osbuild.config.ts": `import { defineConfig, emptyMachineId, fetchBase, mkTar } from "osbuild";
+export default defineConfig({ sourceDateEpoch: 1735689600, targets: () => ({ tree: mkTar(emptyMachineId(fetchBase({ tarball: "./base.tar" }))), plain: mkTar(fetchBase({ tarball: "./base.tar" }), { devices: false }) }) });
+`,
+    });
+    const built = await osbuild(["run", "--json", "--cache-dir", join(dir, "cache")], { cwd: dir });
+    expect(built.code, built.stderr).toBe(0);
+    const listing = sh(`tar -tvf ${join(dir, "out/tree")} --numeric-owner`).trim().split("\n").map((line) => line.replace(/ +\d{4}-\d\d-\d\d \d\d:\d\d/, "").replace(/ +/g, " "));
+    expect(listing).toEqual([
+      "drwxr-xr-x 0/0 0 dev/",
+      "crw------- 0/5 5,1 dev/console",
+      "drwxr-xr-x 0/0 0 etc/",
+      "-rw-r--r-- 0/0 6 etc/hostname",
+      "hrw-r--r-- 0/0 0 etc/hostname.link link to etc/hostname",
+      "drwxr-x--- 1000/1000 0 home/",
+      "-rw-r--r-- 0/0 0 etc/machine-id", // the upper layer's part, after the base's
+    ]);
+    expect(sh(`tar -tf ${join(dir, "out/plain")}`)).not.toContain("dev/console");
+  });
+});
+
 describe("mkExtensionImage", () => {
   it("outputs the image, osbuilder's root hash file and the verity_params value", async () => {
     const dir = tempDir("extension-step");
