@@ -9,22 +9,18 @@ import { pipeline } from "node:stream/promises";
 import { defineStep, type LayerEvent } from "../engine/index.js";
 import { encodeTarHeader, paddingFor, tarTrailer } from "../formats/tar.js";
 
-export interface MkTarOptions {
-  /** Device nodes in the archive. Default true; false for a tree unpacked without root (which cannot make them). */
-  devices?: boolean;
-}
+export type MkTarOptions = Record<never, never>;
 
 export const mkTar = defineStep({
   kind: "mk-tar",
   version: 1,
   inputs: ["rootfs"],
   output: "blob",
-  async run(options: MkTarOptions, ctx) {
+  async run(_options: MkTarOptions, ctx) {
     const [rootfs] = ctx.inputs;
     const parts = await rootfs.layerParts();
-    const devices = options.devices ?? true;
     async function* archive(): AsyncGenerator<Buffer> {
-      for (let index = 0; index < parts.length; index++) yield* layerTar(rootfs.readLayer(index), devices);
+      for (let index = 0; index < parts.length; index++) yield* layerTar(rootfs.readLayer(index));
       yield tarTrailer();
     }
     await pipeline(Readable.from(archive()), createWriteStream(ctx.outputPath()));
@@ -32,43 +28,24 @@ export const mkTar = defineStep({
 });
 
 /** One layer's part of the tree as tar entries, a buffer per batch read. */
-async function* layerTar(batches: AsyncIterable<readonly LayerEvent[]>, devices: boolean): AsyncGenerator<Buffer> {
+async function* layerTar(batches: AsyncIterable<readonly LayerEvent[]>): AsyncGenerator<Buffer> {
   let dataSize = 0;
-  let skipping = false;
   for await (const batch of batches) {
     const out: Buffer[] = [];
     for (const event of batch) {
       if (event.type === "data") {
-        if (!skipping) out.push(event.chunk);
+        out.push(event.chunk);
         continue;
       }
       if (event.type === "end") {
         const padding = paddingFor(dataSize);
-        if (padding > 0 && !skipping) out.push(Buffer.alloc(padding));
+        if (padding > 0) out.push(Buffer.alloc(padding));
         dataSize = 0;
-        skipping = false;
         continue;
       }
       const entry = event.entry;
-      if (!devices && (entry.type === "char" || entry.type === "block")) {
-        skipping = true;
-        continue;
-      }
-      out.push(
-        encodeTarHeader({
-          path: entry.path,
-          type: entry.type,
-          mode: entry.mode,
-          uid: entry.uid,
-          gid: entry.gid,
-          size: entry.type === "file" ? entry.size : 0,
-          mtime: entry.mtime,
-          linkTarget: entry.linkTarget,
-          devMajor: entry.devMajor,
-          devMinor: entry.devMinor,
-          xattrs: entry.xattrs ? { ...entry.xattrs } : undefined,
-        }),
-      );
+      // A file entry's fields are the tar header's; only a file carries a size.
+      out.push(encodeTarHeader({ ...entry, size: entry.type === "file" ? entry.size : 0, xattrs: entry.xattrs ? { ...entry.xattrs } : undefined }));
       if (entry.type === "file") dataSize = entry.size;
     }
     if (out.length > 0) yield Buffer.concat(out);

@@ -12,7 +12,7 @@ import type { CommandContext, CommandSpec } from "../../engine/index.js";
 import { configSource } from "../osbuilder/config-source.js";
 import { distroList, MAKE_TARGETS, planMake, type RootfsOutput } from "../osbuilder/make.js";
 import type { Plan, PlannedTarget } from "../osbuilder/plan.js";
-import { removeTree, summarize, writeRootfsDir } from "../osbuilder/rootfs-dir.js";
+import { removeTree, writeRootfsDir } from "../osbuilder/rootfs-dir.js";
 import { planImageBuilder, planInitrdBuilder, planRootfsBuilder, type ScriptPlan } from "../osbuilder/scripts.js";
 import { parseMakeArguments, Variables } from "../osbuilder/variables.js";
 
@@ -84,7 +84,7 @@ async function build(ctx: CommandContext, planned: Pick<ScriptPlan, "plan" | "fi
   if (planned.rootfsDirs.length > 0) {
     const archives = planned.rootfsDirs.map((output) => {
       const name = `${basename(output.dir)}.tar`;
-      return { output, name, from: plan.call("mkTar", `${output.from}Archive`, output.from, asRoot ? {} : { devices: false }) };
+      return { output, name, from: plan.call("mkTar", `${output.from}Archive`, output.from, {}) };
     });
     // A directory of archives per destination: two builds for different places never share a file.
     const place = createHash("sha256").update(planned.rootfsDirs.map((output) => output.dir).join("\0")).digest("hex").slice(0, 16);
@@ -92,17 +92,18 @@ async function build(ctx: CommandContext, planned: Pick<ScriptPlan, "plan" | "fi
     if (!tars.ok) return failed(ctx, "the rootfs");
     for (const { output, name } of archives) {
       const memo = join(ctx.cacheDir, "memo", "osbuilder-rootfs.json");
-      const changed = writeRootfsDir(tars.outputs[name]!, output.dir, asRoot, memo);
+      const { written: changed, missing } = await writeRootfsDir(tars.outputs[name]!, output.dir, asRoot, memo);
       if (output.marker) writeFileSync(output.marker, "");
       written.push(`${output.dir}/${changed ? "" : " (unchanged)"}`);
       if (!asRoot) {
         const layout = await ctx.buildArtifacts("osbuilder-layout", () => plan.instantiate([{ name: `${basename(output.dir)}.oci`, from: output.from }]), { ...settings, outDir: dirname(output.dir) });
         if (!layout.ok) return failed(ctx, "the rootfs's OCI layout");
-        const summary = await summarize(tars.outputs[name]!);
-        ctx.log(
-          `without root, ${output.dir} is a plain directory: ${summary.devices} device node(s) are missing and every file is yours (${summary.notRootOwned} of ${summary.entries} belong to another owner); ` +
-            `the exact rootfs, owners and devices included, is the OCI layout ${output.dir}.oci`,
-        );
+        if (missing) {
+          ctx.log(
+            `without root, ${output.dir} is a plain directory: ${missing.devicePaths.length} device node(s) are missing and every file is yours (${missing.notRootOwned} of ${missing.entries} belong to another owner); ` +
+              `the exact rootfs, owners and devices included, is the OCI layout ${output.dir}.oci`,
+          );
+        }
       }
     }
   }

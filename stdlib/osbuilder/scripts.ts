@@ -52,26 +52,28 @@ function outputName(path: string, what: string): string {
   return name;
 }
 
-export function planImageBuilder(args: readonly string[], vars: Variables): ScriptPlan {
-  const { options, operands } = getopts(args, "ho:r:f:", "image-builder");
+/** What image_builder.sh and initrd_builder.sh share: getopts, then one rootfs directory (none: usage). */
+function directoryScript(args: readonly string[], spec: string, command: string, usage: string, vars: Variables): { plan: Plan; options: Map<string, string>; tree?: string } {
+  const { options, operands } = getopts(args, spec, command);
   const plan = new Plan(sourceDateEpochOf(vars), archOf(vars));
-  const rootfs = options.has("h") ? undefined : rootfsOperand(operands, IMAGE_BUILDER_USAGE);
-  if (!rootfs) return { plan, filesDir: ".", rootfsDirs: [], print: IMAGE_BUILDER_USAGE };
+  const rootfs = options.has("h") ? undefined : rootfsOperand(operands, usage);
+  if (!rootfs) return { plan, options };
+  return { plan, options, tree: plan.call("fetchBase", "tree", undefined, { directory: rootfs }, `the rootfs directory ${rootfs}`) };
+}
+
+export function planImageBuilder(args: readonly string[], vars: Variables): ScriptPlan {
+  const { plan, options, tree } = directoryScript(args, "ho:r:f:", "image-builder", IMAGE_BUILDER_USAGE, vars);
+  if (!tree) return { plan, filesDir: ".", rootfsDirs: [], print: IMAGE_BUILDER_USAGE };
   const image = resolve(options.get("o") ?? vars.get("IMAGE") ?? "kata-containers.img");
-  const disk = diskSettings(vars, { fsType: options.get("f"), extraFreeMiB: options.get("r") });
-  const base = plan.call("fetchBase", "tree", undefined, { directory: rootfs }, `the rootfs directory ${rootfs}`);
-  addImage(plan, base, disk, outputName(image, "-o"));
+  addImage(plan, tree, diskSettings(vars, { fsType: options.get("f"), extraFreeMiB: options.get("r") }), outputName(image, "-o"));
   return { plan, filesDir: dirname(image), rootfsDirs: [] };
 }
 
 export function planInitrdBuilder(args: readonly string[], vars: Variables): ScriptPlan {
-  const { options, operands } = getopts(args, "ho:", "initrd-builder");
-  const plan = new Plan(sourceDateEpochOf(vars), archOf(vars));
-  const rootfs = options.has("h") ? undefined : rootfsOperand(operands, INITRD_BUILDER_USAGE);
-  if (!rootfs) return { plan, filesDir: ".", rootfsDirs: [], print: INITRD_BUILDER_USAGE };
+  const { plan, options, tree } = directoryScript(args, "ho:", "initrd-builder", INITRD_BUILDER_USAGE, vars);
+  if (!tree) return { plan, filesDir: ".", rootfsDirs: [], print: INITRD_BUILDER_USAGE };
   const initrd = resolve(options.get("o") ?? vars.get("INITRD_IMAGE") ?? "kata-containers-initrd.img");
-  const base = plan.call("fetchBase", "tree", undefined, { directory: rootfs }, `the rootfs directory ${rootfs}`);
-  addInitrd(plan, base, vars.yesNo("AGENT_INIT", false) ? "agent" : "systemd", outputName(initrd, "-o"));
+  addInitrd(plan, tree, vars.yesNo("AGENT_INIT", false) ? "agent" : "systemd", outputName(initrd, "-o"));
   return { plan, filesDir: dirname(initrd), rootfsDirs: [] };
 }
 
