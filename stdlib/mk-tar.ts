@@ -8,6 +8,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { defineStep, type LayerEvent } from "../engine/index.js";
 import { encodeTarHeader, paddingFor, tarTrailer } from "../formats/tar.js";
+import { archiveLayer } from "./layer-archive.js";
 
 export type MkTarOptions = Record<never, never>;
 
@@ -27,27 +28,11 @@ export const mkTar = defineStep({
   },
 });
 
-/** One layer's part of the tree as tar entries, a buffer per batch read. */
-async function* layerTar(batches: AsyncIterable<readonly LayerEvent[]>): AsyncGenerator<Buffer> {
-  let dataSize = 0;
-  for await (const batch of batches) {
-    const out: Buffer[] = [];
-    for (const event of batch) {
-      if (event.type === "data") {
-        out.push(event.chunk);
-        continue;
-      }
-      if (event.type === "end") {
-        const padding = paddingFor(dataSize);
-        if (padding > 0) out.push(Buffer.alloc(padding));
-        dataSize = 0;
-        continue;
-      }
-      const entry = event.entry;
-      // A file entry's fields are the tar header's; only a file carries a size.
-      out.push(encodeTarHeader({ ...entry, size: entry.type === "file" ? entry.size : 0, xattrs: entry.xattrs ? { ...entry.xattrs } : undefined }));
-      if (entry.type === "file") dataSize = entry.size;
-    }
-    if (out.length > 0) yield Buffer.concat(out);
-  }
+/** One layer's part of the tree as tar entries. */
+function layerTar(batches: AsyncIterable<readonly LayerEvent[]>): AsyncGenerator<Buffer> {
+  return archiveLayer(batches, {
+    // A file entry's fields are the tar header's; only a file carries a size.
+    header: (entry) => [encodeTarHeader({ ...entry, size: entry.type === "file" ? entry.size : 0, xattrs: entry.xattrs ? { ...entry.xattrs } : undefined })],
+    padding: paddingFor,
+  });
 }
