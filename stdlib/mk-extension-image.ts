@@ -11,6 +11,7 @@ import { writeFileSync } from "node:fs";
 import { defineStep } from "../engine/index.js";
 import { DISK_IMAGE_TOOLS, buildDiskImage } from "./disk-image/build.js";
 import { rootHashFile, verityParams } from "./disk-image/verity.js";
+import { DISK_IMAGE_MEDIA_TYPE, TEXT_MEDIA_TYPE } from "./media-types.js";
 
 export interface MkExtensionImageOptions {
   /** The dm-verity hash partition (MEASURED_ROOTFS). Default true; false gives an unmeasured extension (empty verity_params). */
@@ -28,6 +29,7 @@ export const mkExtensionImage = defineStep({
   version: 1,
   inputs: ["rootfs"],
   output: { blobs: ["image", "rootHash", "verityParams"] },
+  mediaTypes: { image: DISK_IMAGE_MEDIA_TYPE, rootHash: TEXT_MEDIA_TYPE, verityParams: TEXT_MEDIA_TYPE },
   tools: (options: MkExtensionImageOptions) => [...DISK_IMAGE_TOOLS({ fsType: "erofs" }), ...(options.verity === false ? [] : [VERITYSETUP])],
   validate(options: MkExtensionImageOptions) {
     if (options.compression !== undefined && !["lz4hc", "none"].includes(options.compression)) return `compression must be "lz4hc" or "none", got ${JSON.stringify(options.compression)}`;

@@ -17,6 +17,7 @@ export const mkTar = defineStep({
   version: 1,
   inputs: ["rootfs"],
   output: "blob",
+  mediaTypes: { out: "application/x-tar" },
   async run(_options: MkTarOptions, ctx) {
     const [rootfs] = ctx.inputs;
     const parts = await rootfs.layerParts();
