@@ -15,7 +15,8 @@ import { Layers, type LayerRef } from "./rootfs.js";
 import { StepRunner } from "./step-runner.js";
 import { Store, markInUse, removeLeftovers } from "./store.js";
 import { haveAttrTools } from "./layers/host-metadata.js";
-import { MissingToolError, ToolVersions } from "./tools.js";
+import { MissingToolError, TOOL_NOT_INSTALLED, ToolVersions } from "./tools.js";
+import { machineArch } from "./config/load.js";
 import type { Arch, Attestations, ToolSpec } from "./types.js";
 import { writeTargets } from "./outputs.js";
 import { writeAttestations, type AttestSettings } from "./provenance/attestations.js";
@@ -190,14 +191,16 @@ export class BuildContext {
         optionsForKey[name] = fingerprintOf(value as string);
       }
     }
-    const toolSpecs: readonly ToolSpec[] = typeof spec.tools === "function" ? spec.tools(step.node.options) : (spec.tools ?? []);
+    const machine = { arch: this.settings.arch, hostArch: machineArch(), root: this.asRoot };
+    const toolSpecs: readonly ToolSpec[] = typeof spec.tools === "function" ? spec.tools(step.node.options, machine) : (spec.tools ?? []);
     const tools: Record<string, string> = {};
     for (const tool of toolSpecs) {
       try {
         tools[tool.command] = this.tools.version(tool);
       } catch (error) {
-        if (error instanceof MissingToolError) throw new StepError(error.message, step.id, error.hint);
-        throw error;
+        if (!(error instanceof MissingToolError)) throw error;
+        if (!tool.optional) throw new StepError(error.message, step.id, error.hint);
+        tools[tool.command] = TOOL_NOT_INSTALLED;
       }
     }
     return { step, options, optionsForKey: JSON.parse(JSON.stringify(optionsForKey)) as Json, tools, hostPaths, listings };

@@ -3,6 +3,8 @@
 
 export { defineConfig, defineStep, param, ref } from "./define.js";
 export { ConfigError } from "./errors.js";
+/** The architectures osbuild builds for (`uname -m` names), a check for one, and the machine's. */
+export { ARCHES, isArch, machineArch, parseArch } from "./arch.js";
 /** osbuild's own version, as package.json has it. */
 export { OSBUILD_VERSION } from "./version.js";
 // Resolves a path's symlinks as the kernel would inside a chroot, through any lookup of a tree.

@@ -19,6 +19,7 @@ import { EMPTY_ROOTFS, rootfsOf, type LayerRef, type RootfsValue } from "./rootf
 import { hashFile, ownedName } from "./store.js";
 import { machineArch } from "./config/load.js";
 import { toolEnvironment } from "./tool-environment.js";
+import { TOOL_NOT_INSTALLED } from "./tools.js";
 import type { BlobInput, ExecOptions, ExecResult, RootfsInput, Tree } from "./types.js";
 import { ProvenanceRecorder } from "./provenance/record.js";
 import type { Digest } from "./key.js";
@@ -162,6 +163,11 @@ export class StepRunner {
       cores: availableParallelism(),
       inputs,
       log: (message: string) => this.writeLog(message),
+      hasTool: (command: string) => {
+        const version = this.prepared.tools[command];
+        if (version === undefined) throw new StepFailure(`hasTool('${command}'): the step does not declare that tool in its 'tools'`);
+        return version !== TOOL_NOT_INSTALLED;
+      },
       exec: (command: string, args: readonly string[], options?: ExecOptions) => this.exec(command, args, options),
       tempDir: () => mkdtemp(join(this.scratch, "tmp-")), // removed with the scratch directory
       fail: (message: string): never => {

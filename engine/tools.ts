@@ -8,6 +8,9 @@ import { readMemoFile, writeMemoFile } from "./memo.js";
 import type { ToolSpec } from "./types.js";
 import { TOOL_PATH, toolEnvironment } from "./tool-environment.js";
 
+/** What a cache key records for an optional tool that is not installed. */
+export const TOOL_NOT_INSTALLED = "(not installed)";
+
 export class MissingToolError extends Error {
   constructor(readonly tool: ToolSpec) {
     super(`the program '${tool.command}' is not installed (looked in ${TOOL_PATH})`);

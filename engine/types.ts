@@ -67,6 +67,8 @@ export interface CommandSpec {
 
 export interface BuiltOutputs {
   ok: boolean;
+  /** The architecture the outputs are for (the config's, or what the command asked for). */
+  arch: Arch;
   /** target name → path of the written output */
   outputs: Record<string, string>;
   /**
@@ -96,6 +98,8 @@ export interface BuildOverrides {
   params?: Readonly<Record<string, string | number | boolean>>;
   /** Instead of the config's `sourceDateEpoch` (and SOURCE_DATE_EPOCH). */
   sourceDateEpoch?: number;
+  /** Instead of the config's `arch` (and `--arch`): what the osbuilder drop-in's ARCH= asks for. */
+  arch?: Arch;
 }
 
 export interface CommandContext {
@@ -188,6 +192,11 @@ export interface ToolSpec {
   versionArgs?: readonly string[];
   /** The Debian package that provides it, named in the error when it is missing. */
   package: string;
+  /**
+   * The step does without it when it is not installed (`ctx.hasTool` says which): its
+   * absence is then what the cache key records, so installing it later rebuilds the step.
+   */
+  optional?: boolean;
 }
 
 /** The machine a build runs on, as a step's `requirements` see it. */
@@ -254,7 +263,7 @@ export interface StepSpec<Options, Inputs extends readonly ArtifactKind[], Outpu
    */
   hostPaths?: readonly PathOptionKeys<Options>[];
   /** Programs the step runs; checked before the build starts, versions go into the key. */
-  tools?: readonly ToolSpec[] | ((options: Options) => readonly ToolSpec[]);
+  tools?: readonly ToolSpec[] | ((options: Options, machine: BuildMachine) => readonly ToolSpec[]);
   /** What the step needs of the machine besides its tools; `osbuild doctor` checks them. */
   requirements?: (options: Options, machine: BuildMachine) => readonly MachineRequirement[];
   /** Checks options when the config is evaluated; return an error message to reject them. */
@@ -482,6 +491,8 @@ interface StepContextBase<Inputs extends readonly ArtifactKind[]> {
   readonly inputs: InputsOf<Inputs>;
   /** A line for the step's log (shown with --verbose and when the step fails). */
   log(message: string): void;
+  /** Whether a tool the step declared is installed (always true for one that is not `optional`). */
+  hasTool(command: string): boolean;
   /** Runs a program; a non-zero exit fails the step with its stderr. */
   exec(command: string, args: readonly string[], options?: ExecOptions): Promise<ExecResult>;
   /** A fresh private directory, removed when the step ends. */

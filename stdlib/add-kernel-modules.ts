@@ -5,7 +5,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { defineStep } from "../engine/index.js";
-import { builtinModules, kernelVersionProblem, moduleName } from "./kernel-modules.js";
+import { builtinModules, kernelVersionProblem, moduleName, modulesArchitectureProblem } from "./kernel-modules.js";
 
 export interface AddKernelModulesOptions {
   /** /lib/modules/<version> of a kernel build, or a directory holding <version>/. */
@@ -34,6 +34,8 @@ export const addKernelModules = defineStep({
   },
   async run(options: AddKernelModulesOptions, ctx) {
     const source = modulesDirectory(options.from, options.kernelVersion, ctx.fail);
+    const wrongArch = await modulesArchitectureProblem(source, ctx.arch, "rootfs", ctx.exec);
+    if (wrongArch) ctx.fail(wrongArch);
     const tree = await ctx.tree();
     // Its parents resolved inside the tree (lib → usr/lib), then replaced as a whole: whatever
     // the base had there, a symlink pointing anywhere included, is never written through.

@@ -2,7 +2,7 @@
 // architecture (a script, a library or an arm64 build on x86 fail with what to do instead).
 
 import { closeSync, openSync, readSync, statSync } from "node:fs";
-import type { Arch } from "../engine/index.js";
+import type { Arch, ToolSpec } from "../engine/index.js";
 import { ELF_MACHINES, elfArchitecture, hasProgramInterpreter, parseElfHeader } from "../formats/elf.js";
 
 export interface AgentBinary {
@@ -35,4 +35,24 @@ export function checkAgentBinary(file: string, arch: Arch, fail: (message: strin
   } finally {
     closeSync(fd);
   }
+}
+
+/** GNU triplets and the Debian packages of their binutils (binutils-<triplet with _ as ->). */
+const GNU_TRIPLETS: Readonly<Record<Arch, string>> = {
+  x86_64: "x86_64-linux-gnu",
+  aarch64: "aarch64-linux-gnu",
+  ppc64le: "powerpc64le-linux-gnu",
+  s390x: "s390x-linux-gnu",
+};
+
+/**
+ * The strip that knows `arch`'s binaries: the machine's own `strip` for its architecture,
+ * else binutils' cross strip (aarch64-linux-gnu-strip, ...). Debian's plain `strip` knows only
+ * the machine's architecture, so it is never used for another. Optional: without it the
+ * agent is installed unstripped (the step says so), and installing it later rebuilds.
+ */
+export function stripTool(arch: Arch, hostArch: Arch): ToolSpec {
+  if (arch === hostArch) return { command: "strip", versionArgs: ["--version"], package: "binutils" };
+  const triplet = GNU_TRIPLETS[arch];
+  return { command: `${triplet}-strip`, versionArgs: ["--version"], package: `binutils-${triplet.replace(/_/g, "-")}`, optional: true };
 }

@@ -38,7 +38,7 @@ import { CpioParser, type CpioHeaderType } from "../formats/cpio.js";
 import { checkAgentBinary } from "./agent-binary.js";
 import type { InitSystem } from "./fetch-base.js";
 import { OSBUILDER_YAML_PATH } from "./facts.js";
-import { builtinModules, kernelVersionProblem, moduleName } from "./kernel-modules.js";
+import { builtinModules, kernelVersionProblem, moduleName, modulesArchitectureProblem } from "./kernel-modules.js";
 import { osReleaseValue } from "./os-release.js";
 import { osbuilderYaml } from "./osbuilder-yaml.js";
 import { AGENT_PATH, AGENT_UNIT_LINKS, KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET, SYSTEMD_PATHS, TMP_MOUNT, UNIT_DIR } from "./units.js";
@@ -109,6 +109,8 @@ export const dracut = defineStep({
     }
     const { dynamic } = checkAgentBinary(options.agent, ctx.arch, ctx.fail, "initrd");
     const kernel = options.kernelVersion === undefined ? undefined : findModules(options.kernelVersion, options.modulesDir, ctx.fail);
+    const wrongArch = kernel && (await modulesArchitectureProblem(kernel.dir, ctx.arch, "initrd", ctx.exec));
+    if (wrongArch) ctx.fail(wrongArch);
     const drivers = options.drivers ?? [];
 
     const work = await ctx.tempDir();

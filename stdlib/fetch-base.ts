@@ -19,6 +19,7 @@ import { recordInstalledPackages } from "./packages/index.js";
 import { DPKG_STATUS, parseDpkgStatus } from "./packages/dpkg.js";
 import { mmdebstrapRequirements, sandboxRequirements } from "./machine.js";
 import { runInTree } from "./sandbox.js";
+import { ensureForeignPrograms } from "./binfmt.js";
 
 /** mmdebstrap's variants (its --variant). */
 const MMDEBSTRAP_VARIANTS = ["extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "debootstrap", "-", "standard"];
@@ -86,12 +87,14 @@ export const fetchBase = defineStep({
   inputs: [],
   output: "rootfs",
   hostPaths: ["directory", "tarball"],
-  tools: (options: FetchBaseOptions) => {
+  tools: (options: FetchBaseOptions, { arch, hostArch }) => {
     if (options.directory !== undefined) return [{ command: "cp", package: "coreutils" }];
     if (options.distro !== undefined && options.image === undefined && findDistro(options.distro)?.bootstrap.kind === "mmdebstrap") {
       const bootstrap = [
         { command: "mmdebstrap", package: "mmdebstrap" },
         { command: "unshare", package: "util-linux" },
+        // mmdebstrap checks with it that the foreign architecture's programs run here.
+        ...(arch === hostArch ? [] : [{ command: "arch-test", package: "arch-test" }]),
       ];
       if (!wantsCaBundle(options)) return bootstrap;
       return [...bootstrap, { command: "apt-get", package: "apt" }, { command: "dpkg-deb", package: "dpkg" }];
@@ -186,7 +189,9 @@ async function mmdebstrap(
   facts: BaseFacts,
 ): Promise<void> {
   const asRoot = process.getuid?.() === 0;
-  const mirrors = mirrorLines(distro, bootstrap, options, release, ctx.arch);
+  // The packages' maintainer scripts run in the new tree: another architecture's need QEMU.
+  await ensureForeignPrograms(ctx, `bootstrapping ${distro.name} ${release} for ${ctx.arch}`);
+  const mirrors = mirrorLines(distro, bootstrap, options, release, ctx.arch, ctx.hostArch);
   const caDir = wantsCaBundle(options) ? await ctx.tempDir() : undefined;
   const args = [
     `--mode=${asRoot ? "root" : "unshare"}`,
@@ -316,13 +321,15 @@ function wantsCaBundle(options: DistroBase): boolean {
   return (options.caCertificates ?? true) && !(options.packages ?? []).includes(CA_PACKAGE);
 }
 
-function mirrorLines(distro: Distro, bootstrap: DebianBootstrap, options: DistroBase, release: string, arch: Arch): string[] {
+function mirrorLines(distro: Distro, bootstrap: DebianBootstrap, options: DistroBase, release: string, arch: Arch, hostArch: Arch): string[] {
   const components = bootstrap.components;
   if (options.mirror !== undefined) {
     const given = typeof options.mirror === "string" ? [options.mirror] : [...options.mirror];
     return given.map((mirror) => (mirror.startsWith("deb ") ? mirror : `deb ${mirror} ${release} ${components.join(" ")}`));
   }
-  const fromHost = mirrorLinesFromHost(readHostAptSources(), release, distro.name === "ubuntu" ? "ubuntu" : "debian", components);
+  // The host's archive serves the host's architecture; another one only where the distro says so.
+  const hostSources = readHostAptSources().filter((source) => arch === hostArch || (bootstrap.archiveServes?.(source.uri, arch) ?? true));
+  const fromHost = mirrorLinesFromHost(hostSources, release, distro.name === "ubuntu" ? "ubuntu" : "debian", components);
   return fromHost.length > 0 ? fromHost : [`deb ${bootstrap.defaultMirror(arch)} ${release} ${components.join(" ")}`];
 }
 

@@ -6,7 +6,7 @@ import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { defineStep, type Tree } from "../engine/index.js";
-import { checkAgentBinary } from "./agent-binary.js";
+import { checkAgentBinary, stripTool } from "./agent-binary.js";
 import type { InitSystem } from "./fetch-base.js";
 import { OSBUILDER_YAML_PATH, readBaseFacts } from "./facts.js";
 import { osReleaseValue } from "./os-release.js";
@@ -36,7 +36,7 @@ export const installAgent = defineStep({
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["binary", "tarball"],
-  tools: (options: InstallAgentOptions) => (options.strip === false ? [] : [{ command: "strip", versionArgs: ["--version"], package: "binutils" }]),
+  tools: (options: InstallAgentOptions, { arch, hostArch }) => (options.strip === false ? [] : [stripTool(arch, hostArch)]),
   validate(options: InstallAgentOptions) {
     if ((options.binary === undefined) === (options.tarball === undefined)) return "give exactly one of 'binary' or 'tarball'";
     if (options.init !== "agent" && options.init !== "systemd") return `init must be "agent" or "systemd", got ${JSON.stringify(options.init)}`;
@@ -57,7 +57,11 @@ export const installAgent = defineStep({
       checkAgentBinary(agent, ctx.arch, ctx.fail);
     }
     chmodSync(agent, 0o755);
-    if ((options.strip ?? true) && ctx.hostArch === ctx.arch) await ctx.exec("strip", [agent]);
+    if (options.strip ?? true) {
+      const strip = stripTool(ctx.arch, ctx.hostArch);
+      if (ctx.hasTool(strip.command)) await ctx.exec(strip.command, [agent]);
+      else ctx.log(`not stripping the ${ctx.arch} agent: ${strip.command} is not installed (apt-get install ${strip.package}); it goes in as it is`);
+    }
 
     const installedAt = options.init === "agent" ? "sbin/init" : AGENT_PATH;
     if (options.init === "agent") {

@@ -5,9 +5,10 @@
 // use it, and says what to do when it falls short.
 
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { userInfo } from "node:os";
 import type { BuildMachine, MachineProblem, MachineRequirement } from "../engine/index.js";
+import { foreignProgramsProblem } from "./binfmt.js";
 
 /** mmdebstrap --mode=unshare maps this many ids (a whole 16-bit range). */
 const SUBORDINATE_IDS = 65536;
@@ -60,34 +61,19 @@ const subordinateIds: MachineRequirement = {
   },
 };
 
-/** Programs of the target architecture run through binfmt_misc and QEMU's user-mode emulators. */
+/** Programs of the target architecture run through binfmt_misc and QEMU's user-mode emulators (stdlib/binfmt.ts). */
 function foreignPrograms(machine: BuildMachine): MachineRequirement[] {
   if (machine.arch === machine.hostArch) return [];
-  const handler = `qemu-${machine.arch}`;
-  // Only the packages that are not there yet, for doctor's apt-get line.
-  const packages = [
-    ...(existsSync(`/usr/bin/qemu-${machine.arch}-static`) ? [] : ["qemu-user-static"]),
-    ...(existsSync("/usr/sbin/update-binfmts") ? [] : ["binfmt-support"]),
-  ];
-  const install = packages.length > 0 ? `apt-get install ${packages.join(" ")}` : "as root: dpkg-reconfigure qemu-user-static";
   return [
     {
       name: `${machine.arch} programs on ${machine.hostArch} (binfmt)`,
       check(): MachineProblem | undefined {
-        const dir = "/proc/sys/fs/binfmt_misc";
-        if (!existsSync(`${dir}/status`)) {
-          return { problem: "binfmt_misc is not mounted", fix: `as root: mount -t binfmt_misc binfmt_misc ${dir}, then update-binfmts --enable ${handler}`, packages };
-        }
-        let entry: string;
-        try {
-          entry = readFileSync(`${dir}/${handler}`, "utf8");
-        } catch {
-          return { problem: `no binfmt handler ${handler} is registered`, fix: install, packages };
-        }
-        if (!/^enabled$/m.test(entry)) return { problem: `the binfmt handler ${handler} is disabled`, fix: `as root: update-binfmts --enable ${handler}` };
-        // Without F the kernel looks for the emulator inside the rootfs, where it is not.
-        if (!/^flags:.*F/m.test(entry)) return { problem: `the binfmt handler ${handler} lacks the F (fix binary) flag, so it cannot run programs inside a rootfs`, fix: `register it as Debian's qemu-user-static does: ${install}`, packages };
-        return undefined;
+        const found = foreignProgramsProblem(machine.arch);
+        if (!found) return undefined;
+        const steps = found.commands.filter((command) => !command.startsWith("apt-get install "));
+        const registers = steps.every((command) => command.startsWith("mount ") || command.startsWith("update-binfmts --enable "));
+        const fix = `as root: ${steps.join(" && ")}${registers ? " (a build as root does this itself)" : ""}`;
+        return { problem: found.problem, fix, packages: found.packages };
       },
     },
   ];

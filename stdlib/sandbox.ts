@@ -13,6 +13,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Writable } from "node:stream";
 import type { ExecResult, RootfsStepContext, Tree } from "../engine/index.js";
+import { ensureForeignPrograms } from "./binfmt.js";
 
 export interface SandboxOptions {
   /** Keep the network (default true; false runs in an empty network namespace). */
@@ -64,12 +65,14 @@ exec 3<&-
 exec setpriv --reuid=0 --regid=0 --clear-groups sh -c "$0" osbuild-sandbox "$@"
 `;
 
-type SandboxContext = Pick<RootfsStepContext<readonly never[]>, "sourceDateEpoch" | "fail" | "log">;
+type SandboxContext = Pick<RootfsStepContext<readonly never[]>, "sourceDateEpoch" | "fail" | "log" | "arch" | "hostArch" | "exec">;
 
 export async function runInTree(ctx: SandboxContext, tree: Tree, command: readonly string[], options: SandboxOptions = {}): Promise<ExecResult> {
   const network = options.network ?? true;
   // tree.path resolves the tree's own symlinks inside it (Alpine's /bin/sh → /bin/busybox).
   if (!existsSync(tree.path("bin/sh"))) ctx.fail("the rootfs has no /bin/sh to run commands with (is it empty?)");
+  // A rootfs of another architecture: its programs run through QEMU (binfmt with the F flag).
+  await ensureForeignPrograms(ctx, `running commands in the ${ctx.arch} rootfs`);
   const asRoot = process.getuid?.() === 0;
   const missingMountPoints = ["proc", "dev", "sys"].filter((dir) => !pathExists(join(tree.root, dir)));
   const run = async (): Promise<ExecResult> => {
@@ -148,7 +151,7 @@ function sandboxed(ctx: SandboxContext, root: string, idRange: number | undefine
       if (code === 0) return resolve({ stdout: Buffer.concat(stdout), stderr });
       const tail = stderr.trim().split("\n").slice(-8).join("\n");
       const message = `the command in the rootfs ${signal ? `was killed by ${signal}` : `exited with status ${code}`}${tail ? `:\n${tail}` : ""}`;
-      const hint = /Exec format error/.test(stderr) ? "\nthe rootfs's programs are for another architecture: install qemu-user-static (binfmt) to run them here" : "";
+      const hint = /Exec format error/.test(stderr) ? `\nthe rootfs holds a program this machine cannot run (the build is for ${ctx.arch}): is the base for another architecture than the config's arch?` : "";
       try {
         ctx.fail(message + hint);
       } catch (error) {

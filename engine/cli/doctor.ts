@@ -21,6 +21,8 @@ interface Finding {
   readonly label: string;
   readonly steps: readonly string[];
   readonly problem?: MachineProblem;
+  /** A tool the steps do without: reported, but it does not make builds fail. */
+  readonly optional?: boolean;
 }
 
 export async function doctor(config: LoadedConfig, out: NodeJS.WritableStream = process.stdout): Promise<number> {
@@ -29,14 +31,15 @@ export async function doctor(config: LoadedConfig, out: NodeJS.WritableStream = 
   const requirements = new Map<string, Needed<MachineRequirement>>();
   for (const id of config.graph.order) {
     const { spec, options } = config.graph.steps.get(id)!.node;
-    const stepTools = typeof spec.tools === "function" ? spec.tools(options) : (spec.tools ?? []);
+    const stepTools = typeof spec.tools === "function" ? spec.tools(options, machine) : (spec.tools ?? []);
     for (const tool of stepTools) need(tools, tool.command, tool, id);
     for (const requirement of spec.requirements?.(options, machine) ?? []) need(requirements, requirement.name, requirement, id);
   }
 
   const toolFindings: Finding[] = [...tools.values()].map(({ what: tool, steps }) => {
     const problem = findOnPath(tool.command) ? undefined : missingTool(tool);
-    return { label: tool.command === tool.package ? tool.command : `${tool.command} (${tool.package})`, steps, ...(problem ? { problem } : {}) };
+    const label = `${tool.command === tool.package ? tool.command : `${tool.command} (${tool.package})`}${tool.optional ? ", optional" : ""}`;
+    return { label, steps, ...(problem ? { problem } : {}), ...(tool.optional ? { optional: true } : {}) };
   });
   const machineFindings: Finding[] = [...requirements.values()].map(({ what: requirement, steps }) => {
     let problem: MachineProblem | undefined;
@@ -55,7 +58,7 @@ export async function doctor(config: LoadedConfig, out: NodeJS.WritableStream = 
   printSection(out, "tools", toolFindings, width);
   printSection(out, "machine", machineFindings, width);
 
-  const problems = [...toolFindings, ...machineFindings].filter((finding) => finding.problem);
+  const problems = [...toolFindings, ...machineFindings].filter((finding) => finding.problem && !finding.optional);
   const packages = [...new Set(problems.flatMap((finding) => finding.problem!.packages ?? []))].sort();
   if (problems.length === 0) {
     out.write(`\neverything the config's steps need is here: builds ${who} will work\n`);
@@ -81,12 +84,12 @@ function need<T>(map: Map<string, Needed<T>>, key: string, what: T, stepId: stri
 function printSection(out: NodeJS.WritableStream, title: string, findings: readonly Finding[], width: number): void {
   if (findings.length === 0) return;
   out.write(`${title}:\n`);
-  for (const { label, steps, problem } of findings) {
+  for (const { label, steps, problem, optional } of findings) {
     out.write(`  ${(problem ? "missing" : "ok").padEnd(9)}${label.padEnd(width)}${steps.join(", ")}\n`);
     if (!problem) continue;
-    out.write(`           ${problem.problem}\n`);
-    // A fix that is only installing packages is in the apt-get line at the end.
-    if (problem.fix !== `apt-get install ${(problem.packages ?? []).join(" ")}`) out.write(`           fix: ${problem.fix}\n`);
+    out.write(`           ${problem.problem}${optional ? "; the steps do without it" : ""}\n`);
+    // A fix that is only installing packages is in the apt-get line at the end (not an optional one's).
+    if (optional || problem.fix !== `apt-get install ${(problem.packages ?? []).join(" ")}`) out.write(`           fix: ${problem.fix}\n`);
   }
 }
 

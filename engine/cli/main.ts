@@ -8,7 +8,8 @@ import type { BuildSettings } from "../build.js";
 import type { LoadedConfig } from "../config/load.js";
 import { registeredNodes, resetRegistry } from "../define.js";
 import { ConfigError, StepError, errorMessage, formatLocation } from "../errors.js";
-import type { BuildOverrides, CommandContext, CommandSpec } from "../types.js";
+import type { Arch, BuildOverrides, CommandContext, CommandSpec } from "../types.js";
+import { parseArch } from "../arch.js";
 import { displayPathFor } from "../provenance/display-path.js";
 import type { Invocation } from "../provenance/slsa.js";
 import { parseCacheRefs, type SharedCacheSettings } from "../remote/settings.js";
@@ -37,6 +38,7 @@ options:
   --out DIR           where targets are written (default ./out)
   --cache-dir DIR     the cache (default $OSBUILD_CACHE_DIR, $XDG_CACHE_HOME/osbuild, ~/.cache/osbuild)
   --set NAME=VALUE    override a config parameter (repeatable)
+  --arch ARCH         build for x86_64, aarch64, ppc64le or s390x instead of the config's arch
   --jobs N            steps run at once (default: number of cores)
   --json              print build events as NDJSON on stdout
   --keep-going        keep building independent steps after a failure
@@ -56,6 +58,7 @@ const OPTIONS = {
   out: { type: "string" },
   "cache-dir": { type: "string" },
   set: { type: "string", multiple: true },
+  arch: { type: "string" },
   jobs: { type: "string" },
   json: { type: "boolean" },
   "keep-going": { type: "boolean" },
@@ -200,7 +203,7 @@ function commandContext(values: Values): CommandContext {
       const { Build } = await importBuild();
       const { config, settings, names } = await overridden(values, targets, overrides);
       const result = await new Build(config.graph, settings, quietSink).run(names);
-      return { ok: result.ok, outputs: result.outputs, attestations: result.attestations };
+      return { ok: result.ok, arch: settings.arch, outputs: result.outputs, attestations: result.attestations };
     },
     async buildInputs(targets, overrides) {
       const [{ BuildContext, neededSteps }, { configInputs, hostInputs }] = await Promise.all([importBuild(), import("../provenance/slsa.js")]);
@@ -226,7 +229,7 @@ function commandContext(values: Values): CommandContext {
         verbose: options?.verbose ?? values.verbose ?? false,
       };
       const result = await new Build(graph, settings, quietSink).run([...graph.targets.keys()]);
-      return { ok: result.ok, outputs: result.outputs, attestations: result.attestations };
+      return { ok: result.ok, arch: settings.arch, outputs: result.outputs, attestations: result.attestations };
     },
   };
 }
@@ -234,10 +237,14 @@ function commandContext(values: Values): CommandContext {
 /** The config loaded with a command's overrides (recorded parameters, source date), its settings and target names. */
 async function overridden(values: Values, targets: readonly string[] | undefined, overrides: BuildOverrides = {}): Promise<{ config: LoadedConfig; settings: BuildSettings; names: string[] }> {
   let config = await load(values);
-  if (overrides.params !== undefined || overrides.sourceDateEpoch !== undefined) {
+  if (overrides.params !== undefined || overrides.sourceDateEpoch !== undefined || overrides.arch !== undefined) {
     const configDir = dirname(config.file);
-    const sets: Array<[string, string]> = Object.entries(overrides.params ?? {}).map(([name, value]) => [name, config.definition.params[name]?.type === "path" ? resolve(configDir, String(value)) : String(value)]);
-    config = await load(values, { sets, sourceDateEpoch: overrides.sourceDateEpoch });
+    // Recorded parameters replace the command line's; an architecture alone keeps them.
+    const recorded = overrides.params !== undefined || overrides.sourceDateEpoch !== undefined;
+    const sets: Array<[string, string]> = recorded
+      ? Object.entries(overrides.params ?? {}).map(([name, value]) => [name, config.definition.params[name]?.type === "path" ? resolve(configDir, String(value)) : String(value)])
+      : parseSets(values);
+    config = await load(values, { sets, sourceDateEpoch: overrides.sourceDateEpoch, arch: overrides.arch });
   }
   // A cache of its own means a build from nothing: no registries of the shared cache either.
   const settings = { ...settingsOf(values, config), ...(overrides.outDir ? { outDir: overrides.outDir } : {}), ...(overrides.cacheDir ? { cacheDir: overrides.cacheDir, cache: undefined } : {}) };
@@ -264,20 +271,21 @@ function parseSets(values: Values): Array<[string, string]> {
 const loaded = new Map<string, Promise<LoadedConfig>>();
 
 /**
- * The config with the command line's --set, or other values given; type-checked unless this
- * osbuild checked the same bytes before (`alwaysCheck`: check them again, as `osbuild check` does).
+ * The config with the command line's --set and --arch, or other values given; type-checked unless
+ * this osbuild checked the same bytes before (`alwaysCheck`: check them again, as `osbuild check` does).
  */
-async function load(values: Values, instead?: { sets: Array<[string, string]>; sourceDateEpoch: number | undefined }, alwaysCheck = false): Promise<LoadedConfig> {
+async function load(values: Values, instead?: { sets: Array<[string, string]>; sourceDateEpoch: number | undefined; arch?: Arch | undefined }, alwaysCheck = false): Promise<LoadedConfig> {
   const { checkConfig, loadConfig, resolveConfigPath } = await importLoader();
   const file = resolveConfigPath(values.config);
   const sets = instead?.sets ?? parseSets(values);
-  const memoKey = JSON.stringify([file, sets, instead?.sourceDateEpoch ?? null, alwaysCheck]);
+  const arch = instead?.arch ?? (values.arch === undefined ? undefined : parseArch(values.arch, "--arch"));
+  const memoKey = JSON.stringify([file, sets, instead?.sourceDateEpoch ?? null, arch ?? null, alwaysCheck]);
   let pending = loaded.get(memoKey);
   if (!pending) {
     pending = (async () => {
       const cacheDir = cacheDirOf(values);
       const configFiles = await checkConfig(file, cacheDir, { always: alwaysCheck });
-      return loadConfig(file, { cacheDir, sets, configFiles, ...(instead?.sourceDateEpoch !== undefined ? { sourceDateEpoch: instead.sourceDateEpoch } : {}) });
+      return loadConfig(file, { cacheDir, sets, configFiles, ...(instead?.sourceDateEpoch !== undefined ? { sourceDateEpoch: instead.sourceDateEpoch } : {}), ...(arch ? { arch } : {}) });
     })();
     loaded.set(memoKey, pending);
   }

@@ -3,8 +3,8 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { sha256Hex } from "../key.js";
+import { machineArch } from "../arch.js";
 import { createRequire, register } from "node:module";
-import { arch as hostArch } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { ConfigError, errorMessage, type SourceLocation } from "../errors.js";
@@ -99,6 +99,8 @@ export interface LoadOptions {
   configFiles?: Record<string, string>;
   /** Instead of the config's and SOURCE_DATE_EPOCH's. */
   sourceDateEpoch?: number;
+  /** Instead of the config's `arch` (osbuild run --arch). */
+  arch?: Arch;
 }
 
 export async function loadConfig(file: string, options: LoadOptions): Promise<LoadedConfig> {
@@ -135,13 +137,11 @@ export async function loadConfig(file: string, options: LoadOptions): Promise<Lo
     if (!Number.isInteger(sourceDateEpoch) || sourceDateEpoch < 0) throw new ConfigError(`SOURCE_DATE_EPOCH=${envEpoch} is not a number of seconds`, undefined, "set it to an integer such as 1700000000, or unset it");
   }
   const configFiles = options.configFiles ?? { [file]: sha256Hex(readFileSync(file)) };
-  return { file, definition, params, graph, sourceDateEpoch, arch: definition.arch ?? machineArch(), configFiles, sbom: definition.sbom ?? true, provenance: definition.provenance ?? true };
+  return { file, definition, params, graph, sourceDateEpoch, arch: options.arch ?? definition.arch ?? machineArch(), configFiles, sbom: definition.sbom ?? true, provenance: definition.provenance ?? true };
 }
 
-export function machineArch(): Arch {
-  const map: Record<string, Arch> = { x64: "x86_64", arm64: "aarch64", ppc64: "ppc64le", s390x: "s390x" };
-  return map[hostArch()] ?? "x86_64";
-}
+/** The build machine's architecture (exported here too for the engine's importers). */
+export { machineArch };
 
 function resolveParams(definition: ConfigDefinition, file: string, sets: ReadonlyArray<readonly [string, string]>): Record<string, unknown> {
   const configDir = dirname(file);

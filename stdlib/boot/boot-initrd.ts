@@ -6,9 +6,15 @@
 import { createHash } from "node:crypto";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { QemuMachine } from "./qemu.js";
 
-/** Modules that may be needed, loaded per boot as osbuild.modules= says. */
-export const BOOT_MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "erofs", "xfs", "libnvdimm", "nfit", "nd_btt", "nd_pmem", "dm_verity"];
+/** What Debian's kernel needs to see a disk image attached as an NVDIMM (x86). */
+export const NVDIMM_MODULES = ["libnvdimm", "nfit", "nd_btt", "nd_pmem"];
+
+/** Modules that may be needed on that machine, loaded per boot as osbuild.modules= says. */
+export function bootModules(machine: Pick<QemuMachine, "diskModules" | "nvdimm">): string[] {
+  return [...machine.diskModules, "crc32c_generic", "ext4", "erofs", "xfs", "dm_verity", ...(machine.nvdimm ? NVDIMM_MODULES : [])];
+}
 
 const APPLETS = ["sh", "mount", "umount", "modprobe", "insmod", "sleep", "cat", "echo", "mkdir", "ls", "switch_root", "poweroff", "tr", "dmesg"];
 

@@ -14,10 +14,13 @@ export const stdlibCommands: readonly CommandSpec[] = [
   defineCommand({
     name: "boot",
     summary: "boot an initrd or disk image in QEMU (TARGET: a target of the config, or a file)",
-    usage: "boot TARGET [--expect TEXT] [--kernel PATH] [--timeout S] [--nvdimm] [--extension NAME=IMAGE[,VERITY_PARAMS]]...",
+    usage: "boot TARGET [--expect TEXT] [--kernel PATH|DIR] [--arch ARCH] [--timeout S] [--nvdimm] [--extension NAME=IMAGE[,VERITY_PARAMS]]...",
     options: {
-      kernel: { type: "string", description: "kernel to boot (default: the newest /boot/vmlinuz-*)" },
-      modules: { type: "string", description: "modules of that kernel for a disk image's boot initrd (default: /lib/modules/<its version>)" },
+      kernel: {
+        type: "string",
+        description: "kernel to boot, or a directory holding boot/vmlinuz-* with its lib/modules and bin/busybox (a Debian kernel and busybox-static unpacked: how a guest of another architecture boots; default: the newest /boot/vmlinuz-*)",
+      },
+      modules: { type: "string", description: "modules of that kernel for a disk image's boot initrd (default: lib/modules/<its version> beside the kernel, /lib/modules for /boot)" },
       expect: { type: "string", description: "succeed as soon as this text appears on the console" },
       timeout: { type: "string", description: "seconds before giving up (default 180)" },
       memory: { type: "string", description: "guest memory in MiB (default 1024)" },

@@ -13,7 +13,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { ConfigError, type BuiltOutputs, type CommandContext, type CommandSpec, type ResourceDescriptor } from "../../engine/index.js";
+import { ConfigError, isArch, type BuiltOutputs, type CommandContext, type CommandSpec, type ResourceDescriptor } from "../../engine/index.js";
 import { asProvenanceStatement, type ProvenanceStatement } from "../../formats/in-toto.js";
 import { firstDifference, outputDigest } from "../reproducibility/compare.js";
 
@@ -77,8 +77,13 @@ async function verifyProvenance(files: readonly string[], work: string, ctx: Com
   const first = recorded[0]!;
   const mismatch = recorded.find((item) => JSON.stringify(parametersOf(item)) !== JSON.stringify(parametersOf(first)));
   if (mismatch) throw new ConfigError(`${mismatch.file} and ${first.file} come from builds with different parameters: check them one at a time`);
-  const external = first.statement.predicate.buildDefinition.externalParameters as { parameters?: Record<string, string | number | boolean>; sourceDateEpoch?: number };
-  const overrides = { ...(external.parameters ? { params: external.parameters } : {}), ...(typeof external.sourceDateEpoch === "number" ? { sourceDateEpoch: external.sourceDateEpoch } : {}) };
+  const external = first.statement.predicate.buildDefinition.externalParameters as { parameters?: Record<string, string | number | boolean>; sourceDateEpoch?: number; arch?: unknown };
+  const overrides = {
+    ...(external.parameters ? { params: external.parameters } : {}),
+    ...(typeof external.sourceDateEpoch === "number" ? { sourceDateEpoch: external.sourceDateEpoch } : {}),
+    // An arm64 image's provenance is rebuilt for arm64, whatever the machine or the config says now.
+    ...(isArch(external.arch) ? { arch: external.arch } : {}),
+  };
   const targets = [...new Set(recorded.map((item) => item.target))];
   const known = await ctx.targetNames();
   const missing = targets.find((target) => !known.includes(target));

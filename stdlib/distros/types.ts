@@ -37,6 +37,12 @@ export interface DebianBootstrap {
   variant: string;
   /** The archive when neither the config nor the host's apt sources give one. */
   defaultMirror(arch: Arch): string;
+  /**
+   * Whether an archive (the URI of one of the host's apt sources) carries packages for
+   * `arch`, when that is not the host's architecture. Default: yes (Debian's mirrors carry
+   * every release architecture).
+   */
+  archiveServes?(uri: string, arch: Arch): boolean;
   /** Extra suites next to the release's, e.g. "-updates", "-security" and their archive. */
   components: readonly string[];
   keyring?: string;

@@ -25,6 +25,13 @@ export const ubuntu: Distro = {
     variant: "required",
     // osbuilder: archive.ubuntu.com for x86_64, ports.ubuntu.com for the others
     defaultMirror: (arch) => (arch === "x86_64" ? "http://archive.ubuntu.com/ubuntu" : "http://ports.ubuntu.com"),
+    // archive.ubuntu.com and security.ubuntu.com (and their country mirrors) carry amd64 and
+    // i386 only; ports.ubuntu.com every other architecture. Other mirrors: unknown, so trusted.
+    archiveServes: (uri, arch) => {
+      if (/\/\/([a-z]{2}\.)?(archive|security)\.ubuntu\.com\b/.test(uri)) return arch === "x86_64";
+      if (/\/\/ports\.ubuntu\.com\b/.test(uri)) return arch !== "x86_64";
+      return true;
+    },
     components: ["main"],
     keyring: "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
   },

@@ -12,7 +12,7 @@ import { parseMbr } from "../../formats/mbr.js";
 import { hashPartitionStartMiB, planLayout } from "../../stdlib/disk-image/layout.js";
 import { getopts } from "../../stdlib/osbuilder/getopts.js";
 import { parseMakeArguments, Variables } from "../../stdlib/osbuilder/variables.js";
-import { AGENT, osbuild, readAt, type RunResult, sh, statuses, tempDir, writeFiles } from "../helpers.js";
+import { AGENT, REPO, osbuild, readAt, type RunResult, sh, statuses, tempDir, writeFiles } from "../helpers.js";
 
 const MiB = 1024 * 1024;
 
@@ -251,6 +251,8 @@ describe("osbuild osbuilder's make targets, without building", () => {
     writeFiles(dir, { "policy.rego": "package agent_policy\n", "hooks.tar": "" });
     const cases: Array<[string, string[], RegExp[]]> = [
       ["matrix", ["image", "initrd-debian", "DISTRO=debian", "OS_VERSION=bookworm", "AGENT_INIT=no", `AGENT_SOURCE_BIN=${AGENT}`, "MEASURED_ROOTFS=yes", "CONFIDENTIAL_GUEST=yes", "AGENT_POLICY=yes", `AGENT_POLICY_FILE=${join(dir, "policy.rego")}`, "EXTRA_PKGS=curl jq", "REPO_URL=http://deb.debian.org/debian", "ARCH=x86_64", "SOURCE_DATE_EPOCH=1735689600"], [/mkVerityImage\(/, /"root_hash_\.txt": measuredImage\.rootHash/, /"kata-containers-initrd-debian\.img": initrd/, /confidential: true/, /packages: \["curl", "jq"\]/, /mirror: "deb http:\/\/deb\.debian\.org\/debian bookworm main"/, /sourceDateEpoch: 1735689600/, /arch: "x86_64"/]],
+      // ARCH= builds for another architecture, as `osbuild run --arch` does (the foreign boots are in foreign-arch.test.ts).
+      ["arm64", ["image", "initrd", "DISTRO=debian", "AGENT_INIT=yes", `AGENT_SOURCE_BIN=${join(REPO, "build/agent/aarch64/kata-agent")}`, "ARCH=aarch64"], [/arch: "aarch64"/, /"kata-containers\.img": image/]],
       ["dracut", ["image", "initrd", "BUILD_METHOD=dracut", "AGENT_INIT=yes", `AGENT_SOURCE_BIN=${AGENT}`], [/dracut\(\{ agent: .*, init: "agent" \}\)/, /fromInitrd\(dracutInitrd\)/, /"kata-containers-initrd\.img": dracutInitrd/]],
     ];
     for (const [name, args, expected] of cases) {
