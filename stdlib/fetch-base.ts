@@ -192,7 +192,7 @@ async function mmdebstrap(
   // The packages' maintainer scripts run in the new tree: another architecture's need QEMU.
   await ensureForeignPrograms(ctx, `bootstrapping ${distro.name} ${release} for ${ctx.arch}`);
   const mirrors = mirrorLines(distro, bootstrap, options, release, ctx.arch, ctx.hostArch);
-  const caDir = wantsCaBundle(options) ? await ctx.tempDir() : undefined;
+  const caBundle = wantsCaBundle(options);
   const args = [
     `--mode=${asRoot ? "root" : "unshare"}`,
     `--variant=${options.variant ?? bootstrap.variant}`,
@@ -200,7 +200,7 @@ async function mmdebstrap(
     `--components=${bootstrap.components.join(",")}`,
     `--include=${packages.join(",")}`,
     ...(bootstrap.keyring ? [`--keyring=${bootstrap.keyring}`] : []),
-    ...(caDir !== undefined ? [`--customize-hook=${DOWNLOAD_CA_HOOK}`] : []),
+    ...(caBundle ? [`--customize-hook=${DOWNLOAD_CA_HOOK}`] : []),
   ];
   // apt's lists, copied out before mmdebstrap cleans them up: which snapshot of each mirror
   // the packages came from (mmdebstrap splits a hook's words on spaces: plain paths only).
@@ -208,11 +208,11 @@ async function mmdebstrap(
   if (/^[A-Za-z0-9_./-]+$/.test(listsDir)) args.push(`--customize-hook=copy-out /var/lib/apt/lists ${listsDir}`);
   const record = (tree: Tree): void => recordBootstrap(ctx, tree, mirrors, join(listsDir, "lists"), distro.archName(ctx.arch));
   // Steps' tools start from a clean environment; a proxy the user set is what apt needs to reach the mirror.
-  const env = { SOURCE_DATE_EPOCH: String(ctx.sourceDateEpoch), ...proxyEnvironment(), ...(caDir !== undefined ? { OSBUILD_CA_DIR: caDir } : {}) };
+  const env = { SOURCE_DATE_EPOCH: String(ctx.sourceDateEpoch), ...proxyEnvironment() };
   const finish = async (tree: Tree): Promise<void> => {
     finishBase(tree, distro, facts);
-    if (caDir === undefined) return;
-    const bundle = await installCaBundle(ctx.exec, tree, caDir, await ctx.tempDir());
+    if (!caBundle) return;
+    const bundle = await installCaBundle(ctx.exec, tree, await ctx.tempDir());
     ctx.log(`/${CA_BUNDLE_PATH}: ${bundle.certificates} certificates of the release's ${CA_PACKAGE} ${bundle.version} package (osbuilder copies the build machine's bundle)`);
     ctx.provenance.component({ name: CA_PACKAGE, version: bundle.version, architecture: bundle.architecture, digests: { sha256: bundle.sha256 }, files: [CA_BUNDLE_PATH, OPENSSL_CERT_PATH] });
   };

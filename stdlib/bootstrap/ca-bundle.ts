@@ -23,11 +23,18 @@ const OPENSSL_CERT_TARGET = "../../../etc/ssl/certs/ca-certificates.crt";
 const CERTIFICATES_DIR = "usr/share/ca-certificates";
 
 /**
- * An mmdebstrap customize hook that downloads the release's ca-certificates package into
- * $OSBUILD_CA_DIR with the bootstrap's own apt configuration (so: the guest's release and
- * mirror, never the host's sources). Nothing in it comes from the base.
+ * Where the hook below leaves the package: in the new tree itself, which mmdebstrap's hooks
+ * can write in both modes (without root they run as the user namespace's root, which cannot
+ * reach the build user's private directories). `installCaBundle` takes it out again.
  */
-export const DOWNLOAD_CA_HOOK = `cd "$OSBUILD_CA_DIR" && APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" apt-get download --quiet --quiet -o APT::Sandbox::User=root ${CA_PACKAGE}`;
+export const CA_DOWNLOAD_DIR = ".osbuild-ca-download";
+
+/**
+ * An mmdebstrap customize hook that downloads the release's ca-certificates package into
+ * the tree's CA_DOWNLOAD_DIR with the bootstrap's own apt configuration (so: the guest's
+ * release and mirror, never the host's sources). Nothing in it comes from the base.
+ */
+export const DOWNLOAD_CA_HOOK = `mkdir "$1/${CA_DOWNLOAD_DIR}" && cd "$1/${CA_DOWNLOAD_DIR}" && APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" apt-get download --quiet --quiet -o APT::Sandbox::User=root ${CA_PACKAGE}`;
 
 /** What the bundle was made from: for the log and the step's provenance. */
 export interface CaBundleSource {
@@ -38,8 +45,20 @@ export interface CaBundleSource {
   sha256: string;
 }
 
-/** Writes the bundle made from the downloaded package in `downloadDir` into the tree, and OpenSSL's link to it. */
-export async function installCaBundle(exec: Exec, tree: Tree, downloadDir: string, workDir: string): Promise<CaBundleSource> {
+/**
+ * Writes the bundle made from the package DOWNLOAD_CA_HOOK left in the tree into it, and
+ * OpenSSL's link to it; the package itself leaves the tree.
+ */
+export async function installCaBundle(exec: Exec, tree: Tree, workDir: string): Promise<CaBundleSource> {
+  const downloadDir = tree.path(CA_DOWNLOAD_DIR, { followSymlink: false });
+  try {
+    return await bundleFrom(exec, tree, downloadDir, workDir);
+  } finally {
+    rmSync(downloadDir, { recursive: true, force: true });
+  }
+}
+
+async function bundleFrom(exec: Exec, tree: Tree, downloadDir: string, workDir: string): Promise<CaBundleSource> {
   const debs = readdirSync(downloadDir).filter((name) => name.startsWith(`${CA_PACKAGE}_`) && name.endsWith(".deb"));
   if (debs.length !== 1) throw new Error(`expected one ${CA_PACKAGE} package from the bootstrap's apt, found ${debs.length}: ${debs.join(", ") || "none"}`);
   const unpacked = join(workDir, "ca-certificates");
