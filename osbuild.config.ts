@@ -18,7 +18,8 @@ export default defineConfig({
   sourceDateEpoch: 1735689600,
   targets: ({ agent, init, release }) => {
     const base = fetchBase({ distro: "debian", release, init });
-    const provisioned = provision(base, { init });
+    // pruneSystemdUnits: the systemd units Kata does not need go, as with osbuilder's `make rootfs`
+    const provisioned = provision(base, { init, pruneSystemdUnits: true });
     const rootfs = installAgent(provisioned, { binary: agent, init });
     return {
       initrd: mkCpio(rootfs, { compression: "gzip" }),

@@ -55,6 +55,12 @@ export interface CommandSpec {
   /** e.g. "boot TARGET [--kernel PATH] [--expect TEXT]" */
   usage: string;
   options?: Readonly<Record<string, CommandOption>>;
+  /**
+   * The command parses its own arguments (a getopt-style front door, make-style VAR=VALUE):
+   * `run` gets everything after the command's name as it was given, and no options. Only
+   * osbuild's own options written before the name (`osbuild --cache-dir DIR NAME ...`) apply.
+   */
+  rawArguments?: boolean;
   /** Returns the exit status. Throw ConfigError-like errors for bad usage. */
   run(args: readonly string[], options: CommandOptionValues, ctx: CommandContext): Promise<number>;
 }
@@ -96,12 +102,6 @@ export interface BuildOverrides {
   arch?: Arch;
 }
 
-/** How `buildArtifacts` builds: what a config would say, for artifacts made in code. */
-export interface ArtifactBuildSettings {
-  /** Default: the machine's. */
-  arch?: Arch;
-}
-
 export interface CommandContext {
   readonly cacheDir: string;
   readonly outDir: string;
@@ -121,11 +121,23 @@ export interface CommandContext {
   buildInputs(targets?: readonly string[], overrides?: BuildOverrides): Promise<ResourceDescriptor[]>;
   /**
    * Builds artifacts made by steps called in code (not in the config), cached like any
-   * other, into a directory of their own under the cache.
+   * other, into a directory of their own under the cache (or `settings.outDir`).
    */
   buildArtifacts(name: string, targets: () => Targets, settings?: ArtifactBuildSettings): Promise<BuiltOutputs>;
   /** A line on stderr, so that stdout stays the command's own. */
   log(message: string): void;
+}
+
+/** How `buildArtifacts` builds: what a config would say, for artifacts made in code. */
+export interface ArtifactBuildSettings {
+  /** Seconds; default 0. */
+  sourceDateEpoch?: number;
+  /** Default: the machine's. */
+  arch?: Arch;
+  /** Where the targets are written. Default: a directory of its own under the cache. */
+  outDir?: string;
+  /** Show step logs as they come (as `--verbose`). */
+  verbose?: boolean;
 }
 
 export interface ParamSpec<T> {

@@ -6,12 +6,15 @@ import { OSBUILDER_YAML_PATH } from "./facts.js";
 import { agentIsInit } from "./osbuilder-yaml.js";
 import { SYSTEMD_PATHS } from "./units.js";
 
+/** Whether to check: yes, no, or as for this init (what osbuilder's scripts take from AGENT_INIT). */
+export type BootChecks = boolean | "agent" | "systemd";
+
 /**
  * Returns what is wrong with the rootfs as a bootable Kata guest, or undefined. `checks`:
- * true or false as the user asked; by default only a rootfs made by installAgent (which
- * writes osbuilder.yaml) is checked.
+ * true or false as the user asked, or the init to check for; by default only a rootfs made
+ * by installAgent (which writes osbuilder.yaml, naming the init) is checked.
  */
-export async function checkBootable(rootfs: RootfsInput, checks?: boolean): Promise<string | undefined> {
+export async function checkBootable(rootfs: RootfsInput, checks?: BootChecks): Promise<string | undefined> {
   if (checks === false) return undefined;
   let yaml: string | undefined;
   try {
@@ -24,9 +27,9 @@ export async function checkBootable(rootfs: RootfsInput, checks?: boolean): Prom
   const init = await rootfs.stat("sbin/init");
   if (!init) return "/sbin/init is not installed in the rootfs: installAgent (init: \"agent\") or the distro's init package (fetchBase with init: \"systemd\") should have made it";
   if (init.type !== "symlink" && !isExecutable(init)) return `/sbin/init is not executable (mode ${init.mode.toString(8)}): installAgent should have installed it with mode 755`;
-  if (yaml === undefined) return undefined; // not made by installAgent: only the init check applies
+  if (yaml === undefined && typeof checks !== "string") return undefined; // not made by installAgent: only the init check applies
 
-  const agentInit = agentIsInit(yaml);
+  const agentInit = typeof checks === "string" ? checks === "agent" : agentIsInit(yaml!);
   if (agentInit === false) {
     for (const path of SYSTEMD_PATHS) if (await rootfs.stat(path)) return undefined;
     return `none of /${SYSTEMD_PATHS.join(", /")} is installed, but systemd is to start the agent: fetchBase with init: "systemd" installs it`;

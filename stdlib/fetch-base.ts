@@ -6,6 +6,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync
 import { join } from "node:path";
 import { defineStep, type Arch, type RootfsStepContext, type Tree } from "../engine/index.js";
 import { mirrorLinesFromHost, readHostAptSources } from "./bootstrap/apt-sources.js";
+import { CA_BUNDLE_PATH, CA_PACKAGE, DOWNLOAD_CA_HOOK, OPENSSL_CERT_PATH, installCaBundle } from "./bootstrap/ca-bundle.js";
+import { MAKEDEV_LINKS, MAKEDEV_NODES } from "./bootstrap/makedev.js";
 import { DISTROS, findDistro, type Distro, type DistroName } from "./distros/index.js";
 import type { DebianBootstrap } from "./distros/types.js";
 import { BASE_FACTS_PATH, type BaseFacts } from "./facts.js";
@@ -40,6 +42,13 @@ export interface DistroBase {
    * host's apt sources for the same distribution, else the distro's default archive.
    */
   mirror?: string | readonly string[];
+  /**
+   * The guest's CA bundle at /etc/ssl/certs/ca-certificates.crt, and OpenSSL's
+   * /usr/lib/ssl/cert.pem link to it, where osbuilder puts the build machine's bundle: made
+   * from the release's own ca-certificates package (downloaded, not installed), so the same
+   * on every machine. Default true for the mmdebstrap distros (Debian, Ubuntu), as osbuilder.
+   */
+  caCertificates?: boolean;
   /** Start from this OCI image instead of mmdebstrap, then install the packages in it. */
   image?: string;
   directory?: never;
@@ -74,19 +83,21 @@ export type FetchBaseOptions = DistroBase | ImageBase | DirectoryBase | TarballB
 
 export const fetchBase = defineStep({
   kind: "fetch-base",
-  version: 6,
+  version: 7,
   inputs: [],
   output: "rootfs",
   hostPaths: ["directory", "tarball"],
   tools: (options: FetchBaseOptions, { arch, hostArch }) => {
     if (options.directory !== undefined) return [{ command: "cp", package: "coreutils" }];
     if (options.distro !== undefined && options.image === undefined && findDistro(options.distro)?.bootstrap.kind === "mmdebstrap") {
-      return [
+      const bootstrap = [
         { command: "mmdebstrap", package: "mmdebstrap" },
         { command: "unshare", package: "util-linux" },
         // mmdebstrap checks with it that the foreign architecture's programs run here.
         ...(arch === hostArch ? [] : [{ command: "arch-test", package: "arch-test" }]),
       ];
+      if (!wantsCaBundle(options)) return bootstrap;
+      return [...bootstrap, { command: "apt-get", package: "apt" }, { command: "dpkg-deb", package: "dpkg" }];
     }
     return [];
   },
@@ -181,6 +192,7 @@ async function mmdebstrap(
   // The packages' maintainer scripts run in the new tree: another architecture's need QEMU.
   await ensureForeignPrograms(ctx, `bootstrapping ${distro.name} ${release} for ${ctx.arch}`);
   const mirrors = mirrorLines(distro, bootstrap, options, release, ctx.arch, ctx.hostArch);
+  const caBundle = wantsCaBundle(options);
   const args = [
     `--mode=${asRoot ? "root" : "unshare"}`,
     `--variant=${options.variant ?? bootstrap.variant}`,
@@ -188,6 +200,7 @@ async function mmdebstrap(
     `--components=${bootstrap.components.join(",")}`,
     `--include=${packages.join(",")}`,
     ...(bootstrap.keyring ? [`--keyring=${bootstrap.keyring}`] : []),
+    ...(caBundle ? [`--customize-hook=${DOWNLOAD_CA_HOOK}`] : []),
   ];
   // apt's lists, copied out before mmdebstrap cleans them up: which snapshot of each mirror
   // the packages came from (mmdebstrap splits a hook's words on spaces: plain paths only).
@@ -196,6 +209,13 @@ async function mmdebstrap(
   const record = (tree: Tree): void => recordBootstrap(ctx, tree, mirrors, join(listsDir, "lists"), distro.archName(ctx.arch));
   // Steps' tools start from a clean environment; a proxy the user set is what apt needs to reach the mirror.
   const env = { SOURCE_DATE_EPOCH: String(ctx.sourceDateEpoch), ...proxyEnvironment() };
+  const finish = async (tree: Tree): Promise<void> => {
+    finishBase(tree, distro, facts);
+    if (!caBundle) return;
+    const bundle = await installCaBundle(ctx.exec, tree, await ctx.tempDir());
+    ctx.log(`/${CA_BUNDLE_PATH}: ${bundle.certificates} certificates of the release's ${CA_PACKAGE} ${bundle.version} package (osbuilder copies the build machine's bundle)`);
+    ctx.provenance.component({ name: CA_PACKAGE, version: bundle.version, architecture: bundle.architecture, digests: { sha256: bundle.sha256 }, files: [CA_BUNDLE_PATH, OPENSSL_CERT_PATH] });
+  };
   ctx.log(`mirrors:\n  ${mirrors.join("\n  ")}`);
   try {
     if (asRoot) {
@@ -208,7 +228,7 @@ async function mmdebstrap(
       const tree = await ctx.tree();
       const ownNamespaces = ["--pdeathsig", "KILL", "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--"];
       await ctx.exec("setpriv", [...ownNamespaces, "mmdebstrap", ...args, "--format=directory", release, tree.root, ...mirrors], { env, stdout: "log" });
-      finishBase(tree, distro, facts);
+      await finish(tree);
       record(tree);
       return;
     }
@@ -220,7 +240,7 @@ async function mmdebstrap(
     const tree = await ctx.tree();
     await tree.extract(tarball);
     rmSync(tarball);
-    finishBase(tree, distro, facts);
+    await finish(tree);
     record(tree);
   } catch (error) {
     explainAptFailure(ctx, error, mirrors, release, packages);
@@ -281,32 +301,24 @@ function sandboxedAptOwners(tree: Tree): void {
   }
 }
 
-/**
- * The nodes of osbuilder's `MAKEDEV console tty ttyS null zero fd` that a guest uses, with
- * MAKEDEV's modes and groups (MAKEDEV's "null" alone also makes ~200 mem, ram and loop nodes
- * that a Kata guest never opens; they are left out).
- */
+/** What osbuilder's `MAKEDEV -v console tty ttyS null zero fd` makes in the guest's /dev. */
 function makeDevices(tree: Tree): void {
   mkdirSync(tree.path("dev"), { recursive: true });
-  const nodes: Array<[string, number, number, number, number]> = [
-    ["console", 5, 1, 0o600, 5],
-    ["tty", 5, 0, 0o666, 5],
-    ["null", 1, 3, 0o666, 0],
-    ["zero", 1, 5, 0o666, 0],
-    ...[0, 1, 2, 3].map((n): [string, number, number, number, number] => [`ttyS${n}`, 4, 64 + n, 0o660, 20]),
-  ];
-  for (const [name, major, minor, mode, gid] of nodes) tree.mknod(`dev/${name}`, { type: "char", major, minor, mode, uid: 0, gid });
-  const links: Array<[string, string]> = [
-    ["fd", "/proc/self/fd"],
-    ["stdin", "fd/0"],
-    ["stdout", "fd/1"],
-    ["stderr", "fd/2"],
-  ];
-  for (const [name, target] of links) {
+  for (const node of MAKEDEV_NODES) {
+    rmSync(tree.path(`dev/${node.name}`, { followSymlink: false }), { force: true });
+    tree.mknod(`dev/${node.name}`, { type: node.type, major: node.major, minor: node.minor, mode: node.mode, uid: 0, gid: node.gid });
+  }
+  for (const [name, target] of MAKEDEV_LINKS) {
     const path = tree.path(`dev/${name}`, { followSymlink: false });
     rmSync(path, { recursive: true, force: true });
     symlinkSync(target, path);
   }
+}
+
+/** osbuilder's builders for these distros put a CA bundle in the guest; not when the package itself is asked for. */
+function wantsCaBundle(options: DistroBase): boolean {
+  if (options.image !== undefined || findDistro(options.distro)?.bootstrap.kind !== "mmdebstrap") return false;
+  return (options.caCertificates ?? true) && !(options.packages ?? []).includes(CA_PACKAGE);
 }
 
 function mirrorLines(distro: Distro, bootstrap: DebianBootstrap, options: DistroBase, release: string, arch: Arch, hostArch: Arch): string[] {

@@ -10,5 +10,8 @@ export { mkCpio, type MkCpioOptions, type CpioCompression } from "./mk-cpio.js";
 export { DISTROS, type DistroName } from "./distros/index.js";
 export { mkExt4, type MkExt4Options } from "./mk-ext4.js";
 export { mkVerityImage, type MkVerityImageOptions } from "./mk-verity-image.js";
+export { mkExtensionImage, type MkExtensionImageOptions } from "./mk-extension-image.js";
+export { mkTar, type MkTarOptions } from "./mk-tar.js";
+export { emptyMachineId } from "./empty-machine-id.js";
 export { dracut, type DracutOptions } from "./dracut.js";
 export { fromInitrd, type FromInitrdOptions } from "./from-initrd.js";

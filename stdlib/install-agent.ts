@@ -26,6 +26,8 @@ export interface InstallAgentOptions {
   strip?: boolean;
   /** Confidential guest: kata-containers.target also requires systemd-remount-fs (see provision's fstab line). */
   confidential?: boolean;
+  /** The builder version osbuilder.yaml records (osbuilder's rootfs.sh -o). Default: osbuild's version. */
+  builderVersion?: string;
 }
 
 export const installAgent = defineStep({
@@ -88,6 +90,7 @@ export const installAgent = defineStep({
       architecture: ctx.arch,
       distro: facts ? { name: facts.prettyName, version: facts.release, packages: facts.packages } : osRelease(tree),
       agent: { version: options.version ?? "unknown", isInit: options.init === "agent" },
+      builderVersion: options.builderVersion,
     });
     const yamlPath = tree.path(OSBUILDER_YAML_PATH);
     mkdirSync(join(yamlPath, ".."), { recursive: true });

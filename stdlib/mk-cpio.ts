@@ -13,7 +13,8 @@ import { pipeline } from "node:stream/promises";
 import { defineStep, type ExecOptions, type ExecResult, type FileEntry, type LayerEvent } from "../engine/index.js";
 import { encodeNewcHeader, newcPadding, newcTrailer, type CpioEntry } from "../formats/cpio.js";
 import { encodeName } from "../formats/names.js";
-import { checkBootable } from "./checks.js";
+import { checkBootable, type BootChecks } from "./checks.js";
+import { archiveLayer } from "./layer-archive.js";
 import { initrdMediaType } from "./media-types.js";
 
 export type CpioCompression = "gzip" | "zstd" | "none";
@@ -30,9 +31,9 @@ export interface MkCpioOptions {
   initLink?: string | false;
   /**
    * osbuilder's checks before packing (an executable /sbin/init; systemd or the agent as
-   * init, as osbuilder.yaml says). Default: on for rootfs made by installAgent.
+   * init, as osbuilder.yaml says, or as given). Default: on for rootfs made by installAgent.
    */
-  checks?: boolean;
+  checks?: BootChecks;
 }
 
 const DEFAULT_LEVEL: Record<CpioCompression, number> = { gzip: 6, zstd: 9, none: 0 };
@@ -133,9 +134,8 @@ function entryKey(entry: FileEntry): unknown[] {
 }
 
 /**
- * One layer's part of the archive as newc bytes, a buffer per batch of the layer read, so
- * that pigz/zstd get large writes and backpressure is awaited once per batch. Ends without a
- * trailer: the parts are concatenated and the tail closes the archive.
+ * One layer's part of the archive as newc bytes. Ends without a trailer: the parts are
+ * concatenated and the tail closes the archive.
  */
 async function* layerArchive(
   batches: AsyncIterable<readonly LayerEvent[]>,
@@ -146,53 +146,31 @@ async function* layerArchive(
   // Hardlinked files share one inode number (counted over the whole initrd); the data goes
   // with the first name, which is the file's, in this part or a lower one.
   let ino = firstIno;
-  let dataSize = 0;
   if (root) yield encodeNewcHeader(root);
-  for await (const batch of batches) {
-    const out: Buffer[] = [];
-    for (const event of batch) {
-      if (event.type === "data") {
-        out.push(event.chunk);
-        continue;
+  const header = (entry: FileEntry): Buffer[] => {
+    const own = ino++;
+    const base = { name: entry.path, mode: entry.mode, uid: entry.uid, gid: entry.gid, mtime: entry.mtime, nlink: 1, ino: own };
+    switch (entry.type) {
+      case "file":
+        return [encodeNewcHeader({ ...base, type: "file", nlink: links.get(entry.path)?.nlink ?? 1, size: entry.size })];
+      case "hardlink": {
+        const target = links.get(entry.linkTarget!);
+        if (target === undefined) throw new Error(`hardlink ${entry.path} → ${entry.linkTarget}: the layers have no such file`);
+        return [encodeNewcHeader({ ...base, type: "file", nlink: target.nlink, size: 0, ino: target.ino })];
       }
-      if (event.type === "end") {
-        const padding = newcPadding(dataSize);
-        if (padding > 0) out.push(Buffer.alloc(padding));
-        dataSize = 0;
-        continue;
+      case "dir":
+        return [encodeNewcHeader({ ...base, type: "dir", nlink: 2, size: 0 })];
+      case "symlink": {
+        const target = encodeName(entry.linkTarget!);
+        return [encodeNewcHeader({ ...base, type: "symlink", size: target.length }), target, Buffer.alloc(newcPadding(target.length))];
       }
-      const entry = event.entry;
-      const own = ino++;
-      const base = { name: entry.path, mode: entry.mode, uid: entry.uid, gid: entry.gid, mtime: entry.mtime, nlink: 1, ino: own };
-      switch (entry.type) {
-        case "file": {
-          out.push(encodeNewcHeader({ ...base, type: "file", nlink: links.get(entry.path)?.nlink ?? 1, size: entry.size }));
-          dataSize = entry.size;
-          break;
-        }
-        case "hardlink": {
-          const target = links.get(entry.linkTarget!);
-          if (target === undefined) throw new Error(`hardlink ${entry.path} → ${entry.linkTarget}: the layers have no such file`);
-          out.push(encodeNewcHeader({ ...base, type: "file", nlink: target.nlink, size: 0, ino: target.ino }));
-          break;
-        }
-        case "dir":
-          out.push(encodeNewcHeader({ ...base, type: "dir", nlink: 2, size: 0 }));
-          break;
-        case "symlink": {
-          const target = encodeName(entry.linkTarget!);
-          out.push(encodeNewcHeader({ ...base, type: "symlink", size: target.length }), target, Buffer.alloc(newcPadding(target.length)));
-          break;
-        }
-        case "char":
-        case "block":
-        case "fifo":
-          out.push(encodeNewcHeader({ ...base, type: entry.type, size: 0, rdevMajor: entry.devMajor ?? 0, rdevMinor: entry.devMinor ?? 0 }));
-          break;
-      }
+      case "char":
+      case "block":
+      case "fifo":
+        return [encodeNewcHeader({ ...base, type: entry.type, size: 0, rdevMajor: entry.devMajor ?? 0, rdevMinor: entry.devMinor ?? 0 })];
     }
-    if (out.length > 0) yield Buffer.concat(out);
-  }
+  };
+  yield* archiveLayer(batches, { header, padding: newcPadding });
 }
 
 async function compressTo(

@@ -12,7 +12,7 @@ export type MkExt4Options = DiskImageOptions;
 
 export const mkExt4 = defineStep({
   kind: "mk-ext4",
-  version: 6,
+  version: 7, // 7: the partition fills the disk to its last sector, as osbuilder's parted does; erofs sized as osbuilder sizes it
   inputs: ["rootfs"],
   output: "blob",
   mediaTypes: { out: DISK_IMAGE_MEDIA_TYPE },

@@ -12,7 +12,7 @@ export type MkVerityImageOptions = DiskImageOptions;
 
 export const mkVerityImage = defineStep({
   kind: "mk-verity-image",
-  version: 4,
+  version: 5, // 5: osbuilder's partitions (data p1 to 99%, hash p2 to the last sector, p1 bootable)
   inputs: ["rootfs"],
   output: { blobs: ["image", "rootHash", "kernelParams"] },
   mediaTypes: { image: DISK_IMAGE_MEDIA_TYPE, rootHash: TEXT_MEDIA_TYPE, kernelParams: TEXT_MEDIA_TYPE },

@@ -16,13 +16,15 @@ export interface OsbuilderYamlInput {
   architecture: string;
   distro: { name: string; version: string; packages: { default: readonly string[]; extra: readonly string[] } };
   agent: { version: string; isInit: boolean };
+  /** The builder version recorded (rootfs.sh -o). Default: osbuild's own. */
+  builderVersion?: string;
 }
 
 export function osbuilderYaml(input: OsbuilderYamlInput): string {
   // osbuilder sorts and de-duplicates the lists, and leaves an empty one empty (null).
   const list = (packages: readonly string[]): string[] | null => (packages.length > 0 ? [...new Set(packages)].sort() : null);
   const document = new (yaml().Document)({
-    osbuilder: { url: "osbuild", version: OSBUILD_VERSION },
+    osbuilder: { url: "osbuild", version: input.builderVersion ?? OSBUILD_VERSION },
     "rootfs-creation-time": creationTime(input.sourceDateEpoch),
     description: "osbuilder rootfs",
     "file-format-version": "0.0.2",

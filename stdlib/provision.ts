@@ -6,6 +6,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, copyFileSync, chmodSync } from "node:fs";
 import { basename, join } from "node:path";
 import { defineStep, type Tree } from "../engine/index.js";
+import { ALLOW_ALL_POLICY_NAME, allowAllPolicy } from "./agent-policy.js";
 import type { InitSystem } from "./fetch-base.js";
 import { OSBUILDER_DIR } from "./facts.js";
 import { recordInstalledPackages } from "./packages/index.js";
@@ -13,7 +14,7 @@ import { recordInstalledPackages } from "./packages/index.js";
 export interface ProvisionOptions {
   /** Who will be PID 1 (decides what systemd-only settings apply). */
   init: InitSystem;
-  /** Delete the systemd units Kata does not need (rootfs.sh -d). Default true. */
+  /** Delete the systemd units Kata does not need (rootfs.sh -d; osbuilder's make targets pass -d). Default false, as rootfs.sh. */
   pruneSystemdUnits?: boolean;
   /** Point chrony at the PTP clock and drop network time sources. Default true. */
   chrony?: boolean;
@@ -21,6 +22,11 @@ export interface ProvisionOptions {
   confidential?: boolean;
   /** An agent policy (.rego) installed as /etc/kata-opa/<name> and default-policy.rego. */
   agentPolicy?: string;
+  /**
+   * Without `agentPolicy`: install osbuild's allow-all policy as /etc/kata-opa/allow-all.rego
+   * and default-policy.rego, as osbuilder does for AGENT_POLICY=yes. Default false.
+   */
+  allowAllAgentPolicy?: boolean;
   /** A guest hooks tarball, unpacked at / (osbuilder's GUEST_HOOKS_TARBALL). */
   guestHooks?: string;
   /** More tarballs unpacked at / (the pause image, CoCo guest components, ...). */
@@ -48,12 +54,15 @@ const PRUNED_FILES = ["systemd-bless-boot-generator", "systemd-fstab-generator",
 
 export const provision = defineStep({
   kind: "provision",
-  version: 5,
+  version: 6,
   inputs: ["rootfs"],
   output: "rootfs",
   hostPaths: ["agentPolicy", "guestHooks", "extraTarballs"],
   validate(options: ProvisionOptions) {
     if (options.init !== "agent" && options.init !== "systemd") return `init must be "agent" or "systemd", got ${JSON.stringify(options.init)}`;
+    if (options.agentPolicy !== undefined && ["", ".", "..", "default-policy.rego"].includes(basename(options.agentPolicy))) {
+      return `agentPolicy ${JSON.stringify(options.agentPolicy)}: its file name becomes /etc/kata-opa/<name>, beside default-policy.rego: name a .rego file`;
+    }
     return undefined;
   },
   async run(options: ProvisionOptions, ctx) {
@@ -73,23 +82,18 @@ export const provision = defineStep({
     if (options.chrony ?? true) configureChrony(tree, ctx.log);
 
     if (options.confidential && options.init === "systemd") {
+      // sed -i '/\/run/d' then one line appended, as rootfs.sh: every other line stays as it was.
       const fstab = tree.path("etc/fstab");
-      const kept = existsSync(fstab) ? readFileSync(fstab, "utf8").split("\n").filter((line) => line !== "" && !line.includes("/run")) : [];
-      writeInTree(tree, "etc/fstab", [...kept, "tmpfs /run tmpfs nodev,nosuid,size=50% 0 0", ""].join("\n"));
+      const kept = existsSync(fstab) ? readFileSync(fstab, "utf8").split(/(?<=\n)/).filter((line) => !line.includes("/run")) : [];
+      const text = kept.join("");
+      writeInTree(tree, "etc/fstab", `${text}${text === "" || text.endsWith("\n") ? "" : "\n"}tmpfs /run tmpfs nodev,nosuid,size=50% 0 0\n`);
     }
 
     if (options.agentPolicy !== undefined) {
       const name = basename(options.agentPolicy);
-      const dir = tree.path("etc/kata-opa");
-      mkdirSync(dir, { recursive: true });
-      rmSync(join(dir, name), { force: true });
-      copyFileSync(options.agentPolicy, join(dir, name));
-      chmodSync(join(dir, name), 0o644);
-      tree.chown(`etc/kata-opa/${name}`, 0, 0);
+      installPolicy(tree, name, (path) => copyFileSync(options.agentPolicy!, path));
       ctx.provenance.hostFile(`etc/kata-opa/${name}`, options.agentPolicy);
-      rmSync(join(dir, "default-policy.rego"), { force: true });
-      symlinkSync(name, join(dir, "default-policy.rego"));
-    }
+    } else if (options.allowAllAgentPolicy) installPolicy(tree, ALLOW_ALL_POLICY_NAME, (path) => writeFileSync(path, allowAllPolicy()));
 
     for (const archive of [...(options.guestHooks !== undefined ? [options.guestHooks] : []), ...(options.extraTarballs ?? [])]) {
       ctx.log(`unpacking ${archive} at /`);
@@ -103,12 +107,24 @@ export const provision = defineStep({
     writeInTree(tree, "etc/resolv.conf", "");
     chmodSync(resolvConf, 0o644);
 
-    if (options.pruneSystemdUnits ?? true) {
+    if (options.pruneSystemdUnits ?? false) {
       const removed = pruneSystemd(tree);
       ctx.log(`removed ${removed.length} systemd units and generators: ${removed.join(" ")}`);
     }
   },
 });
+
+/** install -m 0644 POLICY /etc/kata-opa/NAME; ln -sf NAME /etc/kata-opa/default-policy.rego */
+function installPolicy(tree: Tree, name: string, write: (path: string) => void): void {
+  const dir = tree.path("etc/kata-opa");
+  mkdirSync(dir, { recursive: true });
+  rmSync(join(dir, name), { force: true });
+  write(join(dir, name));
+  chmodSync(join(dir, name), 0o644);
+  tree.chown(`etc/kata-opa/${name}`, 0, 0);
+  rmSync(join(dir, "default-policy.rego"), { force: true });
+  symlinkSync(name, join(dir, "default-policy.rego"));
+}
 
 /** setup_rootfs's chrony edits: the PTP clock as reference, no network sources. */
 function configureChrony(tree: Tree, log: (message: string) => void): void {

@@ -6,7 +6,7 @@ import { dirname, join, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { BuildSettings } from "../build.js";
 import type { LoadedConfig } from "../config/load.js";
-import { registeredNodes } from "../define.js";
+import { registeredNodes, resetRegistry } from "../define.js";
 import { ConfigError, StepError, errorMessage, formatLocation } from "../errors.js";
 import type { Arch, BuildOverrides, CommandContext, CommandSpec } from "../types.js";
 import { parseArch } from "../arch.js";
@@ -85,6 +85,7 @@ export async function main(argv: readonly string[], commands: readonly CommandSp
   // The subcommand decides which options exist, so find it before parsing strictly.
   const name = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: false }).positionals[0];
   const plugin = commands.find((command) => command.name === name);
+  if (plugin?.rawArguments) return runRawCommand(plugin, argv, commands);
   const options = { ...OPTIONS, ...(plugin?.options ?? {}) } as ParseArgsConfig["options"];
   const usage = usageText(commands);
   let parsed;
@@ -157,6 +158,24 @@ export async function main(argv: readonly string[], commands: readonly CommandSp
   }
 }
 
+/** A command that parses its own arguments: osbuild's options may only come before its name. */
+async function runRawCommand(command: CommandSpec, argv: readonly string[], commands: readonly CommandSpec[]): Promise<number> {
+  const at = argv.indexOf(command.name);
+  let values: Values;
+  try {
+    const before = parseArgs({ args: argv.slice(0, at), options: OPTIONS, allowPositionals: false });
+    values = before.values as Values;
+  } catch (error) {
+    process.stderr.write(`osbuild: ${errorMessage(error)} (osbuild's own options go before '${command.name}')\n\n${usageText(commands)}`);
+    return 2;
+  }
+  try {
+    return await command.run(argv.slice(at + 1), {}, commandContext(values));
+  } catch (error) {
+    return reportError(error);
+  }
+}
+
 function usageText(commands: readonly CommandSpec[]): string {
   const extra = commands.map((command) => `  ${command.usage.padEnd(20)}${command.usage.length >= 20 ? "\n" + " ".repeat(22) : ""}${command.summary}\n`).join("");
   return USAGE.replace("\noptions:", `${extra}\noptions:`);
@@ -196,17 +215,18 @@ function commandContext(values: Values): CommandContext {
     },
     async buildArtifacts(name, makeTargets, options) {
       const [{ Build }, { buildGraph }, { machineArch }] = await Promise.all([importBuild(), import("../graph.js"), importLoader()]);
+      resetRegistry(); // only this call's steps: ids of an earlier call must not clash
       const targets = makeTargets();
       const graph = buildGraph(targets, registeredNodes());
       const settings: BuildSettings = {
         configFile: join(cacheDir, "commands", `${name}.ts`),
         cacheDir,
-        outDir: join(cacheDir, "commands", name),
+        outDir: options?.outDir ?? join(cacheDir, "commands", name),
         jobs: availableParallelism(),
-        sourceDateEpoch: 0,
+        sourceDateEpoch: options?.sourceDateEpoch ?? 0,
         arch: options?.arch ?? machineArch(),
         keepGoing: false,
-        verbose: values.verbose ?? false,
+        verbose: options?.verbose ?? values.verbose ?? false,
       };
       const result = await new Build(graph, settings, quietSink).run([...graph.targets.keys()]);
       return { ok: result.ok, arch: settings.arch, outputs: result.outputs, attestations: result.attestations };

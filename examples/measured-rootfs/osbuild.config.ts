@@ -8,7 +8,7 @@ export default defineConfig({
   sourceDateEpoch: 1735689600,
   targets: ({ agent }) => {
     const base = fetchBase({ distro: "debian", release: "bookworm", init: "systemd" });
-    const rootfs = installAgent(provision(base, { init: "systemd", confidential: true }), { binary: agent, init: "systemd", confidential: true });
+    const rootfs = installAgent(provision(base, { init: "systemd", confidential: true, pruneSystemdUnits: true }), { binary: agent, init: "systemd", confidential: true });
     const { image, rootHash, kernelParams } = mkVerityImage(rootfs);
     return { image, root_hash: rootHash, "kernel-params": kernelParams };
   },

@@ -8,7 +8,7 @@ export default defineConfig({
   sourceDateEpoch: 1735689600,
   targets: ({ agent }) => {
     const base = fetchBase({ distro: "debian", release: "bookworm", init: "systemd", packages: ["kmod"] });
-    const rootfs = installAgent(provision(base, { init: "systemd" }), { binary: agent, init: "systemd" });
+    const rootfs = installAgent(provision(base, { init: "systemd", pruneSystemdUnits: true }), { binary: agent, init: "systemd" });
     return { image: mkExt4(rootfs, { extraFreeMiB: 64 }) };
   },
 });

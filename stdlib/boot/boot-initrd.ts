@@ -13,7 +13,7 @@ export const NVDIMM_MODULES = ["libnvdimm", "nfit", "nd_btt", "nd_pmem"];
 
 /** Modules that may be needed on that machine, loaded per boot as osbuild.modules= says. */
 export function bootModules(machine: Pick<QemuMachine, "diskModules" | "nvdimm">): string[] {
-  return [...machine.diskModules, "crc32c_generic", "ext4", "erofs", "xfs", ...(machine.nvdimm ? NVDIMM_MODULES : [])];
+  return [...machine.diskModules, "crc32c_generic", "ext4", "erofs", "xfs", "dm_verity", ...(machine.nvdimm ? NVDIMM_MODULES : [])];
 }
 
 const APPLETS = ["sh", "mount", "umount", "modprobe", "insmod", "sleep", "cat", "echo", "mkdir", "ls", "switch_root", "poweroff", "tr", "dmesg"];

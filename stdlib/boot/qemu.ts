@@ -75,6 +75,8 @@ export interface QemuBoot {
   disk?: string;
   /** The disk as a read-only NVDIMM instead (the image must be 128 MiB aligned). */
   nvdimm?: { path: string; bytes: number };
+  /** Guest extension images, read-only on virtio-blk with serial extension-<name>, as Kata's runtime attaches them. */
+  extensions?: ReadonlyArray<{ name: string; path: string }>;
   memoryMiB: number;
   accel: "tcg" | "kvm";
   timeoutMs: number;
@@ -91,6 +93,9 @@ export interface QemuResult {
   console: string;
 }
 
+/** The first PCI slot of the extension images (up to slot 31). */
+const EXTENSION_SLOT = 0x18;
+
 function qemuArgs(boot: QemuBoot, machine: QemuMachine): string[] {
   const args = ["-accel", boot.accel, "-nodefaults", "-display", "none", ...machine.console, "-no-reboot", "-smp", "1"];
   if (boot.nvdimm) {
@@ -100,6 +105,12 @@ function qemuArgs(boot: QemuBoot, machine: QemuMachine): string[] {
     args.push("-device", "nvdimm,id=nv1,memdev=mem1,unarmed=on");
   } else args.push(...machine.machine(boot.accel), "-m", `${boot.memoryMiB}M`);
   if (boot.disk) args.push("-drive", `file=${optionValue(boot.disk)},format=raw,if=none,id=disk,snapshot=on`, "-device", `${machine.diskDevice},drive=disk`);
+  // Extensions sit in PCI slots after the root disk's, so that the root disk stays vda.
+  for (const [index, extension] of (boot.extensions ?? []).entries()) {
+    const slot = machine.diskDevice.endsWith("-pci") ? `,addr=0x${(EXTENSION_SLOT + index).toString(16)}` : "";
+    args.push("-drive", `file=${optionValue(extension.path)},format=raw,if=none,id=extension${index},readonly=on`);
+    args.push("-device", `${machine.diskDevice},drive=extension${index},serial=extension-${extension.name}${slot}`);
+  }
   args.push("-kernel", boot.kernel, "-initrd", boot.initrd, "-append", boot.append);
   return args;
 }

@@ -15,6 +15,7 @@ import { elfArchitecture, parseElfHeader } from "../../formats/elf.js";
 import { KERNEL_HEADER_BYTES, kernelImageArchitecture } from "../../formats/kernel-image.js";
 import { ociArchitecture } from "../../formats/oci.js";
 import { NVDIMM_MODULES, bootModules, writeBootTree } from "../boot/boot-initrd.js";
+import { extensionKernelParam, hasHashPartition, MAX_EXTENSIONS, parseExtensionOption, readVerityParams } from "../boot/extensions.js";
 import { QEMU_MACHINES, runQemu, type QemuBoot } from "../boot/qemu.js";
 
 /** What `osbuild boot` does; its name and options are in ./index.ts. */
@@ -35,12 +36,15 @@ export const boot: Pick<CommandSpec, "run"> = {
     if (!(timeoutMs > 0)) throw new ConfigError(`--timeout ${String(options.timeout)}: expected seconds`);
     const memoryMiB = Number(options.memory ?? 1024);
     const expect = options.expect as string | undefined;
-    const extra = (options.append as string | undefined) ?? "";
+    const requested = (options.extension as string[] | undefined) ?? [];
+    if (requested.length > MAX_EXTENSIONS) throw new ConfigError(`--extension: at most ${MAX_EXTENSIONS} extension images, got ${requested.length}`);
+    const extensions = await Promise.all(requested.map((value) => attachExtension(value, ctx)));
+    const extra = [(options.append as string | undefined) ?? "", ...extensions.map((extension) => extension.kernelParam)].filter(Boolean).join(" ");
     const kind = detectKind(file);
     const consoleArgs = `console=${machine.kernelConsole} panic=-1`;
 
     let boot: QemuBoot;
-    const base = { arch, kernel: kernel.path, memoryMiB, timeoutMs, expect, onOutput: (text: string) => void process.stdout.write(text) };
+    const base = { arch, kernel: kernel.path, memoryMiB, timeoutMs, expect, extensions, onOutput: (text: string) => void process.stdout.write(text) };
     if (kind === "initrd") {
       boot = { ...base, initrd: file, append: `${consoleArgs} ${extra}`.trim(), accel: await accel(options.accel, ctx, arch, kernel, file) };
     } else {
@@ -50,6 +54,8 @@ export const boot: Pick<CommandSpec, "run"> = {
       const fstype = filesystemOf(file);
       // crc32c first: ext4, xfs and erofs need it through softdeps, which busybox modprobe ignores.
       const modules = [...(nvdimm ? NVDIMM_MODULES : machine.diskModules), "crc32c_generic", fstype];
+      // Extensions are erofs on dm-verity, on virtio-blk whatever the root is on (Kata's guest kernels have these built in).
+      if (extensions.length > 0) modules.push(...[...machine.diskModules, "dm_verity", "erofs"].filter((name) => !modules.includes(name)));
       const append = [
         consoleArgs,
         `osbuild.root=${nvdimm ? "/dev/pmem0p1" : "/dev/vda1"}`,
@@ -77,6 +83,17 @@ export const boot: Pick<CommandSpec, "run"> = {
     return 1;
   },
 };
+
+/** --extension NAME=IMAGE[,VERITY_PARAMS]: the image and the kernel parameter the runtime adds for it. */
+async function attachExtension(value: string, ctx: CommandContext): Promise<{ name: string; path: string; kernelParam: string }> {
+  const request = parseExtensionOption(value);
+  const { path } = await artifactOf(request.image, ctx);
+  const params = request.verityParams === undefined ? undefined : readVerityParams((await artifactOf(request.verityParams, ctx)).path);
+  if (params === undefined && hasHashPartition(path)) {
+    ctx.log(`warning: extension ${request.name} has a dm-verity hash partition but no verity params: Kata's mount script will refuse it (give NAME=IMAGE,VERITY_PARAMS)`);
+  }
+  return { name: request.name, path, kernelParam: extensionKernelParam(request.name, params) };
+}
 
 /** A target of the config is built first (for the architecture it builds for); anything else must be a file. */
 async function artifactOf(name: string, ctx: CommandContext): Promise<{ path: string; arch: Arch | undefined }> {

@@ -14,7 +14,7 @@ export const stdlibCommands: readonly CommandSpec[] = [
   defineCommand({
     name: "boot",
     summary: "boot an initrd or disk image in QEMU (TARGET: a target of the config, or a file)",
-    usage: "boot TARGET [--expect TEXT] [--kernel PATH|DIR] [--arch ARCH] [--timeout S] [--nvdimm]",
+    usage: "boot TARGET [--expect TEXT] [--kernel PATH|DIR] [--arch ARCH] [--timeout S] [--nvdimm] [--extension NAME=IMAGE[,VERITY_PARAMS]]...",
     options: {
       kernel: {
         type: "string",
@@ -27,8 +27,20 @@ export const stdlibCommands: readonly CommandSpec[] = [
       append: { type: "string", description: "more kernel command-line arguments" },
       nvdimm: { type: "boolean", description: "attach a disk image as a read-only NVDIMM, as Kata does on x86 (DAX)" },
       accel: { type: "string", description: "tcg, kvm or auto (default auto: KVM when it works here)" },
+      extension: {
+        type: "string",
+        multiple: true,
+        description: "NAME=IMAGE[,VERITY_PARAMS]: a guest extension image (file or target) as Kata's runtime attaches it: virtio-blk with serial extension-NAME, kata.extension.NAME.verity_params=... from the VERITY_PARAMS file or target",
+      },
     },
     run: later(async () => (await import("./boot.js")).boot),
+  }),
+  defineCommand({
+    name: "osbuilder",
+    summary: "Kata's osbuilder as a drop-in: make targets and VAR=VALUE, or its image/initrd/rootfs builders",
+    usage: "osbuilder [--print-config] [TARGET...] [VAR=VALUE...]",
+    rawArguments: true,
+    run: later(async () => (await import("./osbuilder.js")).osbuilder),
   }),
   defineCommand({
     name: "verify-reproducible",

@@ -7,11 +7,12 @@ import { closeSync, ftruncateSync, openSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { BlobStepContext, RootfsInput, ToolSpec } from "../../engine/index.js";
 import { guidFromHash } from "../../formats/gpt.js";
-import { checkBootable } from "../checks.js";
+import { checkBootable, type BootChecks } from "../checks.js";
 import { makeErofs } from "./erofs.js";
 import { FAKEROOT_TOOLS } from "./fakeroot.js";
 import { makeExt4, planExt4 } from "./ext4.js";
-import { planLayout, writePartitionTables, type DiskLayout, type PartitionTable } from "./layout.js";
+import { KATA_DAX_HEADER_SIZE } from "../../formats/pfn.js";
+import { filesystemBytesOf, planLayout, writePartitionTables, type DiskLayout, type PartitionTable } from "./layout.js";
 import { copyIntoImage, copyOutOfImage } from "./sparse.js";
 import { formatVerity, hashTreeBytes, type VerityInfo } from "./verity.js";
 import { makeXfs, planXfsBytes } from "./xfs.js";
@@ -39,8 +40,10 @@ export interface DiskImageOptions {
   journal?: boolean;
   /** ext4 metadata checksums (mke2fs's default). Default true; off makes mke2fs about 40% faster. */
   metadataChecksums?: boolean;
-  /** osbuilder's checks before packing. Default: on for rootfs made by installAgent. */
-  checks?: boolean;
+  /** osbuilder's checks before packing (or the init to check for). Default: on for rootfs made by installAgent. */
+  checks?: BootChecks;
+  /** erofs compression. Default "lz4hc" (osbuilder's -zlz4hc). */
+  erofsCompression?: "lz4hc" | "none";
 }
 
 export function validateDiskImageOptions(options: DiskImageOptions): string | undefined {
@@ -79,13 +82,13 @@ export async function buildDiskImage(ctx: BlobStepContext<readonly ["rootfs"]>, 
   const workDir = await ctx.tempDir();
   const extraFreeMiB = options.extraFreeMiB ?? 0;
   const reservedPercent = options.reservedPercent ?? 3;
-  const request = { partitionTable: options.partitionTable ?? "mbr", daxHeader: options.daxHeader ?? true, alignMiB: options.alignMiB ?? 128 } as const;
+  const request = { partitionTable: options.partitionTable ?? "mbr", daxHeader: options.daxHeader ?? true, alignMiB: options.alignMiB ?? 128, osbuilderErofsSizing: fsType === "erofs" } as const;
   const hashBytesFor = withVerity ? (bytes: number): number => hashTreeBytes(bytes) : undefined;
   const plan = (filesystemBytes: number): DiskLayout => {
-    if (options.sizeMiB === undefined) return planLayout({ ...request, filesystemBytes, hashBytesFor });
-    const smallest = planLayout({ ...request, filesystemBytes, hashBytesFor, alignMiB: 1 });
-    if (options.sizeMiB * 1024 * 1024 < smallest.fileBytes) ctx.fail(`sizeMiB ${options.sizeMiB} is too small: the rootfs needs at least ${Math.ceil(smallest.fileBytes / 1024 / 1024)} MiB`);
-    return planLayout({ ...request, filesystemBytes, hashBytesFor, alignMiB: options.sizeMiB });
+    const layout = planLayout({ ...request, filesystemBytes, hashBytesFor, fileMiB: options.sizeMiB });
+    if (layout) return layout;
+    const smallest = planLayout({ ...request, filesystemBytes, hashBytesFor, alignMiB: 1 })!;
+    ctx.fail(`sizeMiB ${options.sizeMiB} is too small: the rootfs needs at least ${Math.ceil(smallest.fileBytes / 1024 / 1024)} MiB`);
   };
   const createFile = (bytes: number): void => {
     const fd = openSync(image, "w");
@@ -96,9 +99,9 @@ export async function buildDiskImage(ctx: BlobStepContext<readonly ["rootfs"]>, 
   let layout: DiskLayout;
   if (fsType === "erofs") {
     // erofs is as large as its content: make it first, then lay the disk out around it.
-    const offset = plan(0).filesystemOffset;
+    const offset = (request.daxHeader ? KATA_DAX_HEADER_SIZE : 0) + 1024 * 1024;
     createFile(offset);
-    const used = await makeErofs(ctx.exec, image, { offset }, tree, { uuid: ids.filesystemUuid, time: ctx.sourceDateEpoch, workDir, entries });
+    const used = await makeErofs(ctx.exec, image, { offset }, tree, { uuid: ids.filesystemUuid, time: ctx.sourceDateEpoch, workDir, entries, compression: options.erofsCompression });
     layout = plan(used);
     const fd = openSync(image, "r+");
     ftruncateSync(fd, layout.fileBytes);
@@ -107,23 +110,24 @@ export async function buildDiskImage(ctx: BlobStepContext<readonly ["rootfs"]>, 
     const ext4 = planExt4(entries, { extraFreeMiB, reservedPercent, blockSize: options.blockSize, journal: options.journal ?? true });
     layout = plan(fsType === "xfs" ? planXfsBytes(entries, extraFreeMiB, options.blockSize) : ext4.bytes);
     createFile(layout.fileBytes);
-    const region = { offset: layout.filesystemOffset, bytes: layout.filesystemBytes };
+    const region = { offset: layout.filesystem.offset, bytes: filesystemBytesOf(layout) };
     if (fsType === "xfs") await makeXfs(ctx.exec, image, region, entries, { uuid: ids.filesystemUuid, time: ctx.sourceDateEpoch, workDir, blockSize: options.blockSize, tree });
     else {
       const features = { journal: options.journal ?? true, metadataChecksums: options.metadataChecksums ?? true };
       await makeExt4(ctx.exec, image, region, tree, entries, { plan: ext4, identity: { uuid: ids.filesystemUuid, hashSeed: ids.hashSeed, time: ctx.sourceDateEpoch }, reservedPercent, label: "rootfs", workDir, blockSize: options.blockSize, ...features });
     }
   }
-  ctx.log(`${fsType} filesystem of ${mib(layout.filesystemBytes)} MiB for ${entries.length} entries in an image of ${mib(layout.fileBytes)} MiB`);
+  ctx.log(`${fsType} filesystem of ${mib(filesystemBytesOf(layout))} MiB for ${entries.length} entries in an image of ${mib(layout.fileBytes)} MiB`);
 
   let verity: VerityInfo | undefined;
   if (withVerity) {
     // veritysetup works on whole files: the filesystem goes out, its hash tree comes back in.
     const data = join(workDir, "data.img");
     const hash = join(workDir, "hash.img");
-    copyOutOfImage(image, layout.filesystemOffset, layout.filesystemBytes, data);
-    verity = await formatVerity(ctx.exec, data, hash, { dataBlocks: layout.filesystemBytes / 4096, salt: ids.veritySalt });
-    copyIntoImage(hash, image, layout.hashOffset!);
+    const dataBytes = filesystemBytesOf(layout);
+    copyOutOfImage(image, layout.filesystem.offset, dataBytes, data);
+    verity = await formatVerity(ctx.exec, data, hash, { dataBlocks: dataBytes / 4096, salt: ids.veritySalt });
+    copyIntoImage(hash, image, layout.hash!.offset);
     rmSync(data);
     rmSync(hash);
   }

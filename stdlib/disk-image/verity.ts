@@ -89,9 +89,14 @@ export function parseFormatOutput(output: string): VerityInfo {
   };
 }
 
-/** osbuilder's root-hash file: one line of key=value pairs. */
+/** The key=value pairs osbuilder writes and Kata's runtime passes on (an extension's verity_params). */
+export function verityParams(info: VerityInfo): string {
+  return `root_hash=${info.rootHash},salt=${info.salt},data_blocks=${info.dataBlocks},data_block_size=${info.dataBlockSize},hash_block_size=${info.hashBlockSize}`;
+}
+
+/** osbuilder's root-hash file (root_hash_<variant>.txt): the verity params on one line. */
 export function rootHashFile(info: VerityInfo): string {
-  return `root_hash=${info.rootHash},salt=${info.salt},data_blocks=${info.dataBlocks},data_block_size=${info.dataBlockSize},hash_block_size=${info.hashBlockSize}\n`;
+  return `${verityParams(info)}\n`;
 }
 
 /**

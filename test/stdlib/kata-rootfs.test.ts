@@ -24,7 +24,7 @@ export default defineConfig({
   sourceDateEpoch: ${EPOCH},
   targets: ({ agent, init }) => {
     const base = fetchBase({ distro: "debian", release: "bookworm", init, id: "base" });
-    const rootfs = installAgent(provision(base, { init }), { binary: agent, init });
+    const rootfs = installAgent(provision(base, { init, pruneSystemdUnits: true }), { binary: agent, init });
     return { initrd: mkCpio(rootfs), rootfs, base };
   },
 });

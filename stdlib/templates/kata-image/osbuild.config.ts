@@ -20,7 +20,7 @@ export default defineConfig({
   targets: ({ agent, release }) => {
     // packages: more Debian packages on top of osbuilder's (its EXTRA_PKGS).
     const base = fetchBase({ distro: "debian", release, init: "systemd", packages: [] });
-    const rootfs = installAgent(provision(base, { init: "systemd" }), { binary: agent, init: "systemd" });
+    const rootfs = installAgent(provision(base, { init: "systemd", pruneSystemdUnits: true }), { binary: agent, init: "systemd" });
     // The image (ext4 in an MBR behind osbuilder's NVDIMM DAX header), and the rootfs as an
     // OCI image layout (skopeo copy oci:out/rootfs docker://...).
     return { image: mkExt4(rootfs), rootfs };
