@@ -138,6 +138,11 @@ export interface ArtifactBuildSettings {
   outDir?: string;
   /** Show step logs as they come (as `--verbose`). */
   verbose?: boolean;
+  /**
+   * Write the SBOM and provenance beside the outputs, as `osbuild run` does, with
+   * `parameters` as how the build was asked for (a drop-in's command line and variables).
+   */
+  attest?: { parameters: Readonly<Record<string, unknown>> };
 }
 
 export interface ParamSpec<T> {

@@ -228,6 +228,10 @@ function commandContext(values: Values): CommandContext {
         keepGoing: false,
         verbose: options?.verbose ?? values.verbose ?? false,
       };
+      if (options?.attest) {
+        const invocation = { configFile: settings.configFile, configFiles: {}, params: options.attest.parameters, sourceDateEpoch: settings.sourceDateEpoch, arch: settings.arch, displayPath: (path: string) => (path === settings.configFile ? `osbuild ${name} (made by the command: see parameters)` : path) };
+        settings.attest = { sbom: !(values["no-sbom"] ?? false), provenance: !(values["no-provenance"] ?? false), invocation };
+      }
       const result = await new Build(graph, settings, quietSink).run([...graph.targets.keys()]);
       return { ok: result.ok, arch: settings.arch, outputs: result.outputs, attestations: result.attestations };
     },

@@ -49,7 +49,7 @@ export const osbuilder: Pick<CommandSpec, "run"> = {
         return 0;
       }
       if (printConfig) return printed(planned.plan, `osbuild osbuilder ${given.join(" ")}`, planned.rootfsDirs);
-      return build(ctx, planned, vars.get("DEBUG") !== undefined);
+      return build(ctx, planned, vars.get("DEBUG") !== undefined, { command: `osbuild osbuilder ${first}`, arguments: rest, variables: vars.values() });
     }
 
     const { targets, assignments } = parseMakeArguments(given);
@@ -64,7 +64,7 @@ export const osbuilder: Pick<CommandSpec, "run"> = {
     }
     if (make.clean.length > 0) ctx.log("the cache is kept: `osbuild cache prune` trims it");
     if (make.rootfsDirs.length === 0 && make.plan.targets.length === 0) return 0;
-    return build(ctx, { plan: make.plan, filesDir: make.imagesDir, rootfsDirs: make.rootfsDirs }, vars.get("DEBUG") !== undefined);
+    return build(ctx, { plan: make.plan, filesDir: make.imagesDir, rootfsDirs: make.rootfsDirs }, vars.get("DEBUG") !== undefined, { command: "osbuild osbuilder", arguments: given, variables: vars.values() });
   },
 };
 
@@ -74,8 +74,11 @@ function printed(plan: Plan, command: string, rootfsDirs: readonly RootfsOutput[
   return 0;
 }
 
-/** Builds the plan: the rootfs directories first (as make does), then the images into their directory. */
-async function build(ctx: CommandContext, planned: Pick<ScriptPlan, "plan" | "filesDir" | "rootfsDirs">, verbose: boolean): Promise<number> {
+/**
+ * Builds the plan: the rootfs directories first (as make does), then the images into their
+ * directory, each with its SBOM and provenance beside it (`parameters`: how it was asked for).
+ */
+async function build(ctx: CommandContext, planned: Pick<ScriptPlan, "plan" | "filesDir" | "rootfsDirs">, verbose: boolean, parameters: Record<string, unknown>): Promise<number> {
   const { plan } = planned;
   const settings = { sourceDateEpoch: plan.sourceDateEpoch, ...(plan.arch ? { arch: plan.arch } : {}), verbose };
   const asRoot = process.getuid?.() === 0;
@@ -109,7 +112,7 @@ async function build(ctx: CommandContext, planned: Pick<ScriptPlan, "plan" | "fi
   }
 
   if (plan.targets.length > 0) {
-    const files = await ctx.buildArtifacts("osbuilder", () => plan.instantiate(), { ...settings, outDir: planned.filesDir });
+    const files = await ctx.buildArtifacts("osbuilder", () => plan.instantiate(), { ...settings, outDir: planned.filesDir, attest: { parameters } });
     if (!files.ok) return failed(ctx, plan.targets.map((target) => target.name).join(", "));
     for (const target of plan.targets) written.push(`${files.outputs[target.name]!} (${mib(files.outputs[target.name]!)})`);
   }

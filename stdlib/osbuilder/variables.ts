@@ -115,6 +115,15 @@ export class Variables {
     return this.env[name];
   }
 
+  /** Every osbuilder variable that is set, by name: what a provenance records as the build's parameters. */
+  values(): Record<string, string> {
+    const set = Object.keys(VARIABLES).sort().flatMap((name) => {
+      const value = this.raw(name);
+      return value === undefined ? [] : [[name, value] as const];
+    });
+    return Object.fromEntries(set);
+  }
+
   /** Set and not empty (the scripts' `[[ -n $VAR ]]`). */
   get(name: string): string | undefined {
     const value = this.raw(name);

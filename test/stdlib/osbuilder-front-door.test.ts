@@ -5,6 +5,7 @@
 // hash partition start, the erofs image size) checked against the shell running it.
 
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { copyFileSync, existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -155,6 +156,16 @@ describe("osbuild osbuilder image-builder and initrd-builder", () => {
     expect(partitions(image)).toEqual([[6144, statSync(image).size / 512 - 6144, false]]); // MBR #1: from 3 MiB
     expect(readAt(image, 4096, 16).toString("latin1")).toBe("NVDIMM_PFN_INFO\0");
     expect(sh(`debugfs -R 'stat /etc/machine-id' '${image}?offset=${3 * MiB}' 2>/dev/null`)).toMatch(/Size: 0\b/); // image_builder's empty machine-id
+    // its SBOM and provenance beside it, as `osbuild run` writes them, saying how it was asked for
+    const statement = JSON.parse(readFileSync(`${image}.intoto.json`, "utf8")) as { subject: unknown; predicate: { buildDefinition: { externalParameters: { parameters: unknown } } } };
+    expect(statement.subject).toEqual([{ name: "kata-containers.img", digest: { sha256: createHash("sha256").update(readFileSync(image)).digest("hex") } }]);
+    expect(statement.predicate.buildDefinition.externalParameters.parameters).toEqual({
+      command: "osbuild osbuilder image-builder",
+      arguments: ["-o", image, guest],
+      variables: { AGENT_INIT: "yes", SOURCE_DATE_EPOCH: "1735689600" },
+    });
+    const sbom = JSON.parse(readFileSync(`${image}.spdx.json`, "utf8")) as { spdxVersion: string; packages: Array<{ checksums?: Array<{ checksumValue: string }> }> };
+    expect(sbom.spdxVersion).toBe("SPDX-2.3");
     // without AGENT_INIT=yes, image_builder.sh checks for systemd: so does osbuild
     const unchecked = await front(["image-builder", "-o", join(dir, "out/systemd.img"), guest]);
     expect(unchecked.code).toBe(1);
