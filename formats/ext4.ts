@@ -47,6 +47,10 @@ interface Ext4Geometry {
   checksumSeed: number;
   /** Bytes per group descriptor: 64 with the 64bit feature, else 32. */
   descriptorSize: number;
+  blocksPerGroup: number;
+  firstDataBlock: number;
+  /** The groups holding a superblock: 0 and, per the sparse_super features, the backups. */
+  superblockGroups: number[];
 }
 
 function readGeometry(fd: number, fsOffset: number): Ext4Geometry {
@@ -60,15 +64,19 @@ function readGeometry(fd: number, fsOffset: number): Ext4Geometry {
   const blocksPerGroup = sb.readUInt32LE(32);
   const metadataCsum = (roCompat & RO_COMPAT_METADATA_CSUM) !== 0;
   const checksumSeed = incompat & INCOMPAT_CSUM_SEED ? sb.readUInt32LE(0x270) : crc32cUpdate(0xffffffff, sb.subarray(104, 120));
+  const groups = Math.ceil((blocksCount - firstDataBlock) / blocksPerGroup);
   return {
     blockSize,
     inodeSize: sb.readUInt16LE(88),
     inodesPerGroup: sb.readUInt32LE(40),
-    groups: Math.ceil((blocksCount - firstDataBlock) / blocksPerGroup),
+    groups,
     firstInode: sb.readUInt32LE(84),
     metadataCsum,
     checksumSeed,
     descriptorSize: incompat & INCOMPAT_64BIT ? sb.readUInt16LE(0xfe) : 32,
+    blocksPerGroup,
+    firstDataBlock,
+    superblockGroups: superblockGroups(sb, groups),
   };
 }
 
@@ -151,7 +159,7 @@ function writeInodeChecksum(inode: Buffer, number: number, geometry: Ext4Geometr
   if (geometry.inodeSize > GOOD_OLD_INODE_SIZE && checksumHiFits(inode)) inode.writeUInt16LE(crc >>> 16, I_CHECKSUM_HI);
 }
 
-/** The groups holding a superblock: 0 and, per the sparse_super features, the backups. */
+/** Groups 0, 1 and the powers of 3, 5 and 7 with sparse_super; the two listed with sparse_super2; else all. */
 function superblockGroups(sb: Buffer, groups: number): number[] {
   if (sb.readUInt32LE(92) & COMPAT_SPARSE_SUPER2) return [0, sb.readUInt32LE(S_BACKUP_BGS), sb.readUInt32LE(S_BACKUP_BGS + 4)].filter((group, index) => index === 0 || (group > 0 && group < groups));
   if (!(sb.readUInt32LE(100) & RO_COMPAT_SPARSE_SUPER)) return Array.from({ length: groups }, (_, group) => group);
@@ -165,14 +173,10 @@ function superblockGroups(sb: Buffer, groups: number): number[] {
  * checksums. Returns how many superblocks it rewrote.
  */
 export function clearLifetimeWrites(fd: number, fsOffset: number): number {
-  const primary = readExact(fd, fsOffset + SUPERBLOCK_OFFSET, 1024, "ext4");
-  if (primary.readUInt16LE(56) !== EXT4_MAGIC) throw new Error(`no ext4 superblock at byte ${fsOffset + SUPERBLOCK_OFFSET}`);
   const geometry = readGeometry(fd, fsOffset);
-  const blocksPerGroup = primary.readUInt32LE(32);
-  const firstDataBlock = primary.readUInt32LE(20);
   let rewritten = 0;
-  for (const group of superblockGroups(primary, geometry.groups)) {
-    const at = fsOffset + (group === 0 ? SUPERBLOCK_OFFSET : (group * blocksPerGroup + firstDataBlock) * geometry.blockSize);
+  for (const group of geometry.superblockGroups) {
+    const at = fsOffset + (group === 0 ? SUPERBLOCK_OFFSET : (group * geometry.blocksPerGroup + geometry.firstDataBlock) * geometry.blockSize);
     const sb = readExact(fd, at, 1024, "ext4");
     if (sb.readUInt16LE(56) !== EXT4_MAGIC) throw new Error(`no ext4 superblock backup of group ${group} at byte ${at}`);
     sb.writeBigUInt64LE(0n, S_KBYTES_WRITTEN);
