@@ -164,7 +164,7 @@ describe("osbuild osbuilder image-builder and initrd-builder", () => {
       arguments: ["-o", image, guest],
       variables: { AGENT_INIT: "yes", SOURCE_DATE_EPOCH: "1735689600" },
     });
-    const sbom = JSON.parse(readFileSync(`${image}.spdx.json`, "utf8")) as { spdxVersion: string; packages: Array<{ checksums?: Array<{ checksumValue: string }> }> };
+    const sbom = JSON.parse(readFileSync(`${image}.spdx.json`, "utf8")) as { spdxVersion: string };
     expect(sbom.spdxVersion).toBe("SPDX-2.3");
     // without AGENT_INIT=yes, image_builder.sh checks for systemd: so does osbuild
     const unchecked = await front(["image-builder", "-o", join(dir, "out/systemd.img"), guest]);
