@@ -440,19 +440,17 @@ export class Build {
 
   /**
    * Whether a tree-changing step may move its input's cached tree instead of copying it: when
-   * it is that rootfs's only consumer here, and its own output goes on to another
-   * tree-changing step. The input of the last change in a chain is kept (copied): that is the
-   * tree an incremental rebuild of that change needs (a new agent on top of a base, say).
+   * it is that rootfs's only consumer here and no target names it. The input is not lost:
+   * the step's output tree is kept, and an incremental rebuild (a new agent on the same base)
+   * gets the input back from it by undoing the step's layer (Layers.revertDescendant).
    */
   private takesInputTree(step: PlannedStep): boolean {
     if (step.node.spec.output !== "rootfs") return false;
     const input = step.inputs.find((edge) => edge.kind === "rootfs");
     if (!input) return false;
-    const consumers = (from: string, output: string): PlannedStep[] =>
-      [...this.graph.steps.values()].filter((other) => other.inputs.some((edge) => edge.from === from && edge.output === output));
-    if (consumers(input.from, input.output).length !== 1) return false;
-    if ([...this.graph.targets.values()].some((edge) => edge.from === input.from && edge.output === input.output)) return false;
-    return consumers(step.id, "out").some((next) => next.node.spec.output === "rootfs" && next.inputs.find((edge) => edge.kind === "rootfs")?.from === step.id);
+    const consumers = [...this.graph.steps.values()].filter((other) => other.inputs.some((edge) => edge.from === input.from && edge.output === input.output));
+    if (consumers.length !== 1) return false;
+    return ![...this.graph.targets.values()].some((edge) => edge.from === input.from && edge.output === input.output);
   }
 
   private async recordHistory(stepId: string, history: HistoryRecord): Promise<void> {

@@ -3,7 +3,7 @@
 // of steps never re-extracts the layers below.
 
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { CorruptContentError } from "./errors.js";
@@ -17,6 +17,7 @@ import { hexOf, type Store } from "./store.js";
 import { runTask } from "./workers.js";
 import { ctimeBaseline } from "./layers/ctime.js";
 import { TreeLeases } from "./tree-leases.js";
+import { planRevert, revertTreeSync } from "./layers/revert.js";
 import { toolEnvironment } from "./tool-environment.js";
 import type { CommitArgs, CommitResult } from "./worker-tasks.js";
 
@@ -47,6 +48,8 @@ export class Layers {
   private readonly materializing = new Map<string, Promise<string>>();
   private readonly verifiedTrees = new Set<string>();
   readonly treesDir: string;
+  /** The layer stack of each kept tree, by the tree's name: what a tree can be turned back into. */
+  private readonly stacksDir: string;
   private readonly leases: TreeLeases;
 
   private diskXattrs(): boolean {
@@ -62,7 +65,8 @@ export class Layers {
     private readonly warn: (message: string) => void = () => undefined,
   ) {
     this.treesDir = join(store.dir, "trees");
-    mkdirSync(this.treesDir, { recursive: true });
+    this.stacksDir = join(this.treesDir, ".stacks");
+    mkdirSync(this.stacksDir, { recursive: true });
     this.leases = new TreeLeases(this.treesDir);
   }
 
@@ -193,9 +197,10 @@ export class Layers {
     }
     const temp = this.store.tempPath("tree");
     try {
-      await this.buildTree(rootfs, temp);
+      if (!(await this.revertDescendant(rootfs, temp))) await this.buildTree(rootfs, temp);
       try {
         renameSync(temp, target);
+        this.recordStack(rootfs);
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error; // another process won the race
@@ -206,6 +211,72 @@ export class Layers {
     } finally {
       await rm(temp, { recursive: true, force: true });
     }
+  }
+
+  private recordStack(rootfs: RootfsValue): void {
+    writeFileSync(join(this.stacksDir, hexOf(rootfs.digest)), JSON.stringify(rootfs.layers));
+  }
+
+  /** Kept trees whose stacks start with all of `rootfs`'s layers, nearest first. */
+  private keptDescendants(rootfs: RootfsValue): RootfsValue[] {
+    const found: RootfsValue[] = [];
+    for (const name of readdirSync(this.stacksDir)) {
+      let layers: LayerRef[];
+      try {
+        layers = JSON.parse(readFileSync(join(this.stacksDir, name), "utf8")) as LayerRef[];
+      } catch {
+        continue; // being written, or damaged: not a candidate
+      }
+      if (!Array.isArray(layers) || layers.length <= rootfs.layers.length) continue;
+      if (!rootfs.layers.every((layer, index) => layers[index]?.digest === layer.digest)) continue;
+      const descendant = rootfsOf(layers);
+      if (hexOf(descendant.digest) === name && existsSync(this.treePath(descendant))) found.push(descendant);
+    }
+    return found.sort((a, b) => a.layers.length - b.layers.length);
+  }
+
+  /**
+   * Builds the tree of `rootfs` in `dest` by taking a kept tree of a stack on top of it and
+   * undoing the layers above (layers/revert.ts): when only a step above changed, this
+   * touches what that step touched instead of the whole tree. False when no kept tree
+   * qualifies (none, in use by a build, or too much to undo); `dest` is then left absent.
+   */
+  private async revertDescendant(rootfs: RootfsValue, dest: string): Promise<boolean> {
+    if (rootfs.layers.length === 0) return false;
+    for (const descendant of this.keptDescendants(rootfs)) {
+      const name = hexOf(descendant.digest);
+      if (this.leases.holds(name)) continue; // a step of this build may be reading it
+      const lower = await this.view(rootfs);
+      const plan = planRevert(await this.view(descendant), lower, rootfs.layers.length);
+      if ("refused" in plan) continue;
+      const source = this.treePath(descendant);
+      let moved = false;
+      this.leases.exclusively(name, () => {
+        try {
+          renameSync(source, dest);
+          moved = true;
+        } catch {
+          /* pruned meanwhile */
+        }
+      });
+      if (!moved) continue;
+      this.materializing.delete(descendant.digest);
+      this.verifiedTrees.delete(source);
+      rmSync(join(this.stacksDir, name), { force: true });
+      try {
+        const layers = rootfs.layers.map((layer) => ({ path: this.store.contentPath(layer.digest), digest: layer.digest }));
+        const dirTimes = lower.entries().filter((entry) => entry.type === "dir").map((entry) => ({ path: entry.path, mtime: entry.mtime }));
+        revertTreeSync(dest, plan, { asRoot: this.asRoot, layers, tempDir: this.store.tmp, dirTimes });
+        const problem = compareTree(dest, lower, this.asRoot);
+        if (problem) throw new Error(problem);
+        return true;
+      } catch (error) {
+        this.warn(`undoing the layers above ${rootfs.digest} in a kept tree failed (${(error as Error).message}): extracting the tree instead`);
+        await rm(dest, { recursive: true, force: true });
+        return false;
+      }
+    }
+    return false;
   }
 
   /** Builds the tree in `dest`: from the longest cached prefix of the stack, plus the rest. */
@@ -261,7 +332,8 @@ export class Layers {
   /**
    * A private, writable copy of `rootfs` at `dest`, and the ctime baseline after which any
    * change counts as the step's. With `take`, the cached tree itself is moved there instead
-   * of copied (the caller knows nothing else will want it): it is extracted again if needed.
+   * of copied (the caller knows nothing else in this build wants it): when it is wanted
+   * again, it is made from the step's kept output by undoing the step's layer.
    */
   async scratchCopy(rootfs: RootfsValue, dest: string, options: { take?: boolean } = {}): Promise<number> {
     if (rootfs.layers.length === 0) await mkdir(dest, { recursive: true });
@@ -293,6 +365,7 @@ export class Layers {
       }
     });
     if (!taken) return false;
+    rmSync(join(this.stacksDir, hexOf(rootfs.digest)), { force: true });
     this.materializing.delete(rootfs.digest);
     this.verifiedTrees.delete(tree);
     return true;
@@ -327,6 +400,7 @@ export class Layers {
       if (!existsSync(this.treePath(rootfs))) {
         try {
           renameSync(root, this.treePath(rootfs));
+          this.recordStack(rootfs);
           touch(this.treePath(rootfs));
           // It is exactly what the diff just read: no need to check it against the layers.
           this.verifiedTrees.add(this.treePath(rootfs));
@@ -348,6 +422,7 @@ export class Layers {
       .sort((a, b) => b.used - a.used);
     let removed = 0;
     for (const tree of trees.slice(keep)) if (await this.discardTree(join(this.treesDir, tree.name))) removed++;
+    for (const name of readdirSync(this.stacksDir)) if (!existsSync(join(this.treesDir, name))) rmSync(join(this.stacksDir, name), { force: true });
     return removed;
   }
 }

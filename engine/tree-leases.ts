@@ -52,6 +52,11 @@ export class TreeLeases {
     }
   }
 
+  /** Whether this process holds a lease on `tree` (one of its steps may be reading it). */
+  holds(tree: string): boolean {
+    return this.held.has(tree);
+  }
+
   release(tree: string): void {
     const file = this.held.get(tree);
     if (file === undefined) return;

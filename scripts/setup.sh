@@ -15,7 +15,7 @@ PACKAGES=(
   kmod                        # depmod for kernel modules
   dracut                      # the dracut build method
   busybox-static              # the boot initrd that mounts a disk image
-  cpio pigz zstd xz-utils     # initrds
+  cpio pigz zstd xz-utils libdeflate-tools   # initrds (libdeflate-gzip: the gzip members)
   attr libcap2-bin            # xattrs (security.capability) on disk
   binutils file               # strip, file
   gcc libc6-dev               # the test agent

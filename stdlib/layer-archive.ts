@@ -13,24 +13,49 @@ export interface ArchiveFormat {
 }
 
 export async function* archiveLayer(batches: AsyncIterable<readonly LayerEvent[]>, format: ArchiveFormat): AsyncGenerator<Buffer> {
+  for await (const run of archiveLayerRuns(batches, format, Number.POSITIVE_INFINITY)) yield* run;
+}
+
+/**
+ * The same bytes, as runs of about `runBytes` that each end where an entry ends (after its
+ * padding), for compressors that take a whole buffer (a gzip member must end on an entry
+ * boundary for the kernel's initramfs unpacker). A run is longer only when one entry is.
+ * With an infinite `runBytes`, one run a batch.
+ */
+export async function* archiveLayerRuns(batches: AsyncIterable<readonly LayerEvent[]>, format: ArchiveFormat, runBytes: number): AsyncGenerator<Buffer[]> {
   let dataSize = 0;
+  let run: Buffer[] = [];
+  let runSize = 0;
+  const push = (buffer: Buffer): void => {
+    run.push(buffer);
+    runSize += buffer.length;
+  };
+  const take = (): Buffer[] => {
+    const taken = run;
+    run = [];
+    runSize = 0;
+    return taken;
+  };
   for await (const batch of batches) {
-    const out: Buffer[] = [];
     for (const event of batch) {
       if (event.type === "data") {
-        out.push(event.chunk);
+        push(event.chunk);
         continue;
       }
       if (event.type === "end") {
         const padding = format.padding(dataSize);
-        if (padding > 0) out.push(Buffer.alloc(padding));
+        if (padding > 0) push(Buffer.alloc(padding));
         dataSize = 0;
         continue;
       }
-      out.push(...format.header(event.entry));
+      // An entry starts here: the run so far ends on a boundary.
+      if (runSize >= runBytes) yield take();
+      for (const buffer of format.header(event.entry)) push(buffer);
       // Only a file's own entry carries data (a hardlink's goes with the file it links to).
       if (event.entry.type === "file") dataSize = event.entry.size;
     }
-    if (out.length > 0) yield Buffer.concat(out);
+    // One buffer a batch, so that a streaming compressor gets large writes.
+    if (runBytes === Number.POSITIVE_INFINITY && run.length > 0) yield [Buffer.concat(take())];
   }
+  if (run.length > 0) yield take();
 }

@@ -214,5 +214,5 @@ function sum(entries: ReadonlyArray<{ size: number }>): number {
 
 function treeCount(store: Store): number {
   const dir = join(store.dir, "trees");
-  return existsSync(dir) ? readdirSync(dir).filter((name) => statSync(join(dir, name)).isDirectory()).length : 0;
+  return existsSync(dir) ? readdirSync(dir).filter((name) => !name.startsWith(".") && statSync(join(dir, name)).isDirectory()).length : 0;
 }

@@ -5,7 +5,7 @@
 import { chmodSync, copyFileSync, existsSync, readFileSync, readdirSync, readlinkSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { AGENT, failure, isRoot, osbuild, type RunResult, sh, statuses, tempDir, unpackOciLayout, writeFiles } from "../helpers.js";
+import { AGENT, failure, isRoot, osbuild, REPO, type RunResult, sh, statuses, tempDir, unpackOciLayout, writeFiles } from "../helpers.js";
 
 
 /** A tree with busybox as /bin/sh and the few files provision edits. */
@@ -142,6 +142,24 @@ export default defineConfig(() => {
     const result = await run(dir);
     expect(result.code).toBe(1);
     expect(failure(result)).toBe('/sbin/init is not installed in the rootfs: installAgent (init: "agent") or the distro\'s init package (fetchBase with init: "systemd") should have made it');
+  });
+
+  it("packs a layer holding a file too large for a whole-buffer run through pigz, streaming; the initrd reads back whole", async () => {
+    const dir = busyboxProject(`import { defineConfig, fetchBase, mkCpio, run } from "osbuild";
+export default defineConfig(() => ({ initrd: mkCpio(run(fetchBase({ directory: "./tree" }), { script: "echo top > /etc/top" })) }));
+`);
+    sh("head -c 40M /dev/urandom > tree/var/big && sha256sum tree/var/big | cut -c1-64 > big.sha256", dir);
+    const result = await run(dir);
+    expect(result.code, failure(result)).toBe(0);
+    const log = sh("cat cache/logs/*/*.log", dir).split(/^(?=\[.*\] # )/m).find((text) => text.includes("(mk-cpio v"))!;
+    expect(log.match(/^\[.*\] \$ pigz /gm)).toHaveLength(1); // the base layer, all of it
+    expect(log).toMatch(/^\[.*\] \$ libdeflate-gzip -c -6$/m); // the small layer above, and the tail
+    const members = sh(`python3 ${join(REPO, "test/hostile/gzip_members.py")} ${join(dir, "out/initrd")}`).trim().split("\n");
+    expect(members.length).toBe(3);
+    const unpacked = tempDir("big-initrd");
+    sh(`zcat ${join(dir, "out/initrd")} | cpio -idm --quiet --no-absolute-filenames`, unpacked);
+    expect(sh("sha256sum var/big | cut -c1-64", unpacked)).toBe(readFileSync(join(dir, "big.sha256"), "utf8"));
+    expect(readFileSync(join(unpacked, "etc/top"), "utf8")).toBe("top\n");
   });
 
   it("cache ls lists step results; prune --older-than 0 empties it; the next build rebuilds", async () => {
