@@ -12,6 +12,7 @@ import { RemoteCache } from "../remote/remote-cache.js";
 import { SharedCache } from "../remote/shared-cache.js";
 import { resolveCached } from "../resolve-cached.js";
 import { ConfigError } from "../errors.js";
+import { pruneCompiled } from "../config/compiled.js";
 import type { Digest } from "../key.js";
 import { Store, otherUsers } from "../store.js";
 import { discardKeptTrees } from "../rootfs.js";
@@ -138,7 +139,8 @@ async function prune(cacheDir: string, options: { all: boolean; olderThanDays?: 
     return 0;
   }
   const stats = await store.verify();
-  out(`removed ${removedActions} step result(s) unused for ${days} days and ${removedContent} layer/blob entries; freed ${formatSize(stats.reclaimedSize)}`);
+  const compiled = pruneCompiled(join(cacheDir, "compiled"), join(cacheDir, "memo", "compiled.json"));
+  out(`removed ${removedActions} step result(s) unused for ${days} days and ${removedContent} layer/blob entries; freed ${formatSize(stats.reclaimedSize)}${compiled > 0 ? `; removed ${compiled} outdated compiled config(s)` : ""}`);
   return 0;
 }
 

@@ -14,7 +14,7 @@
 // is loaded through the hooks instead, as before.
 
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { builtinModules, createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -41,6 +41,25 @@ export function compiledEntry(configFile: string, settings: CompileSettings): st
   if (!known || known.identity !== identity(settings)) return undefined;
   if (!Object.entries(known.files).every(([file, hash]) => hashOf(file) === hash)) return undefined;
   return existsSync(known.entry) ? known.entry : undefined;
+}
+
+/**
+ * Removes the compiled configs no memo entry points at (earlier versions of a config, and
+ * configs whose file is gone); returns how many. For `cache prune`, when no build runs.
+ */
+export function pruneCompiled(dir: string, memoFile: string): number {
+  if (!existsSync(dir)) return 0;
+  const memo = readMemoFile<CompiledMemo>(memoFile, {});
+  for (const configFile of Object.keys(memo)) if (!existsSync(configFile)) delete memo[configFile];
+  writeMemoFile(memoFile, memo);
+  const live = new Set(Object.values(memo).map((known) => dirname(known.entry)));
+  let removed = 0;
+  for (const name of readdirSync(dir)) {
+    if (name.includes(".tmp-") || live.has(join(dir, name))) continue; // being written, or in use
+    rmSync(join(dir, name), { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
 }
 
 /**

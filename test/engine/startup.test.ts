@@ -41,7 +41,16 @@ describe("start-up", () => {
     // A change in an imported module (not the config file itself) gives a new compiled form.
     appendFileSync(join(dir, "lib/files.ts"), "export const UNUSED = 1;\n");
     expect((await run(dir)).code).toBe(0);
+    const newest = (names: string[]): string[] => names.sort((a, b) => statSync(join(dir, "cache", "compiled", b)).mtimeMs - statSync(join(dir, "cache", "compiled", a)).mtimeMs);
+    const [newer] = newest(compiled(dir));
     expect(compiled(dir)).toHaveLength(2);
+    // cache prune removes the outdated form and keeps the one the config's files now give.
+    const prune = await osbuild(["cache", "prune", "--cache-dir", join(dir, "cache")], { cwd: dir });
+    expect(prune.stdout).toMatch(/removed 1 outdated compiled config\(s\)/);
+    expect(compiled(dir)).toEqual([newer]);
+    const after = await run(dir);
+    expect(Object.values(statuses(after)).every((status) => status === "cached")).toBe(true);
+    expect(compiled(dir)).toEqual([newer]);
   });
 
   it("reports a step's location in the .ts file when loaded from the compiled form", async () => {
