@@ -13,30 +13,32 @@ export interface ArchiveFormat {
 }
 
 export async function* archiveLayer(batches: AsyncIterable<readonly LayerEvent[]>, format: ArchiveFormat): AsyncGenerator<Buffer> {
-  for await (const run of archiveLayerRuns(batches, format, Number.POSITIVE_INFINITY)) yield* run;
+  for await (const piece of archiveLayerRuns(batches, format, Number.POSITIVE_INFINITY)) yield piece.bytes;
+}
+
+/** Bytes of the archive; `runEnds` when they end a run (see archiveLayerRuns). */
+export interface ArchivePiece {
+  bytes: Buffer;
+  runEnds: boolean;
 }
 
 /**
- * The same bytes, as runs of about `runBytes` that each end where an entry ends (after its
- * padding), for compressors that take a whole buffer (a gzip member must end on an entry
- * boundary for the kernel's initramfs unpacker). A run is longer only when one entry is.
- * With an infinite `runBytes`, one run a batch.
+ * The same bytes, cut into runs of about `runBytes` that each end where an entry ends (after
+ * its padding), for compressors that take a run at a time (a gzip member must end on an entry
+ * boundary for the kernel's initramfs unpacker). A run is longer only when one entry is. The
+ * bytes come a batch at a time (large writes, backpressure awaited once a batch), a batch cut
+ * in two where a run ends in it.
  */
-export async function* archiveLayerRuns(batches: AsyncIterable<readonly LayerEvent[]>, format: ArchiveFormat, runBytes: number): AsyncGenerator<Buffer[]> {
+export async function* archiveLayerRuns(batches: AsyncIterable<readonly LayerEvent[]>, format: ArchiveFormat, runBytes: number): AsyncGenerator<ArchivePiece> {
   let dataSize = 0;
-  let run: Buffer[] = [];
   let runSize = 0;
-  const push = (buffer: Buffer): void => {
-    run.push(buffer);
-    runSize += buffer.length;
-  };
-  const take = (): Buffer[] => {
-    const taken = run;
-    run = [];
-    runSize = 0;
-    return taken;
-  };
   for await (const batch of batches) {
+    let out: Buffer[] = [];
+    const push = (buffer: Buffer): void => {
+      out.push(buffer);
+      runSize += buffer.length;
+    };
+    const pieces: ArchivePiece[] = [];
     for (const event of batch) {
       if (event.type === "data") {
         push(event.chunk);
@@ -49,13 +51,16 @@ export async function* archiveLayerRuns(batches: AsyncIterable<readonly LayerEve
         continue;
       }
       // An entry starts here: the run so far ends on a boundary.
-      if (runSize >= runBytes) yield take();
+      if (runSize >= runBytes) {
+        pieces.push({ bytes: Buffer.concat(out), runEnds: true });
+        out = [];
+        runSize = 0;
+      }
       for (const buffer of format.header(event.entry)) push(buffer);
       // Only a file's own entry carries data (a hardlink's goes with the file it links to).
       if (event.entry.type === "file") dataSize = event.entry.size;
     }
-    // One buffer a batch, so that a streaming compressor gets large writes.
-    if (runBytes === Number.POSITIVE_INFINITY && run.length > 0) yield [Buffer.concat(take())];
+    if (out.length > 0) pieces.push({ bytes: Buffer.concat(out), runEnds: false });
+    yield* pieces;
   }
-  if (run.length > 0) yield take();
 }

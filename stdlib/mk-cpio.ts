@@ -10,13 +10,13 @@
 import { createReadStream, createWriteStream } from "node:fs";
 import { once } from "node:events";
 import { join } from "node:path";
-import { Readable } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { defineStep, type ExecOptions, type ExecResult, type FileEntry, type LayerEvent } from "../engine/index.js";
 import { encodeNewcHeader, newcPadding, newcTrailer, type CpioEntry } from "../formats/cpio.js";
 import { encodeName } from "../formats/names.js";
 import { checkBootable, type BootChecks } from "./checks.js";
-import { archiveLayerRuns } from "./layer-archive.js";
+import { archiveLayerRuns, type ArchivePiece } from "./layer-archive.js";
 import { initrdMediaType } from "./media-types.js";
 
 export type CpioCompression = "gzip" | "zstd" | "none";
@@ -144,8 +144,8 @@ function entryKey(entry: FileEntry): unknown[] {
   return [entry.path, entry.type, entry.mode, entry.uid, entry.gid, entry.size, entry.sha256 ?? null, entry.mtime, entry.linkTarget ?? null, entry.devMajor ?? null, entry.devMinor ?? null];
 }
 
-async function* single(buffer: Buffer): AsyncGenerator<Buffer[]> {
-  yield [buffer];
+async function* single(bytes: Buffer): AsyncGenerator<ArchivePiece> {
+  yield { bytes, runEnds: true };
 }
 
 /**
@@ -159,7 +159,7 @@ async function* layerArchive(
   links: ReadonlyMap<string, { ino: number; nlink: number }>,
   root: CpioEntry | undefined,
   runBytes: number,
-): AsyncGenerator<Buffer[]> {
+): AsyncGenerator<ArchivePiece> {
   // Hardlinked files share one inode number (counted over the whole initrd); the data goes
   // with the first name, which is the file's, in this part or a lower one.
   let ino = firstIno;
@@ -188,11 +188,11 @@ async function* layerArchive(
     }
   };
   let first = true;
-  for await (const run of archiveLayerRuns(batches, { header, padding: newcPadding }, runBytes)) {
-    yield first ? [...rootHeader, ...run] : run;
+  for await (const piece of archiveLayerRuns(batches, { header, padding: newcPadding }, runBytes)) {
+    yield first && rootHeader.length > 0 ? { ...piece, bytes: Buffer.concat([...rootHeader, piece.bytes]) } : piece;
     first = false;
   }
-  if (first && rootHeader.length > 0) yield rootHeader;
+  if (first && rootHeader.length > 0) yield { bytes: Buffer.concat(rootHeader), runEnds: true };
 }
 
 interface Compressor {
@@ -204,9 +204,9 @@ interface Compressor {
   runs: boolean;
 }
 
-async function compressTo(runs: AsyncIterable<Buffer[]>, outPath: string, compressor: Compressor): Promise<void> {
+async function compressTo(pieces: AsyncIterable<ArchivePiece>, outPath: string, compressor: Compressor): Promise<void> {
   const { compression, level, cores, exec } = compressor;
-  const stream = (): Readable => Readable.from(flatten(runs));
+  const stream = (): Readable => Readable.from(bytesOf(pieces));
   if (compression === "none") {
     await pipeline(stream(), createWriteStream(outPath));
     return;
@@ -220,15 +220,19 @@ async function compressTo(runs: AsyncIterable<Buffer[]>, outPath: string, compre
     await exec("pigz", ["-c", "-n", `-${level}`, "-p", String(cores)], { input: stream(), stdout: { file: outPath } });
     return;
   }
-  await deflateRuns(runs, outPath, level, cores, exec);
+  await deflateRuns(pieces, outPath, level, cores, exec);
 }
 
-async function* flatten(runs: AsyncIterable<Buffer[]>): AsyncGenerator<Buffer> {
-  for await (const run of runs) yield* run;
+async function* bytesOf(pieces: AsyncIterable<ArchivePiece>): AsyncGenerator<Buffer> {
+  for await (const piece of pieces) yield piece.bytes;
 }
 
-/** One libdeflate-gzip per core, each on a run; the members go out in the runs' order. */
-async function deflateRuns(runs: AsyncIterable<Buffer[]>, outPath: string, level: number, cores: number, exec: Compressor["exec"]): Promise<void> {
+/**
+ * One libdeflate-gzip a run, as many at once as there are cores, the bytes streamed into it
+ * as they are made (libdeflate holds a run, this process holds none); the members go out in
+ * the runs' order.
+ */
+async function deflateRuns(pieces: AsyncIterable<ArchivePiece>, outPath: string, level: number, cores: number, exec: Compressor["exec"]): Promise<void> {
   const out = createWriteStream(outPath);
   const failed = new Promise<never>((_, reject) => out.on("error", reject));
   failed.catch(() => undefined);
@@ -237,17 +241,30 @@ async function deflateRuns(runs: AsyncIterable<Buffer[]>, outPath: string, level
     const { stdout } = await inFlight.shift()!;
     if (!out.write(stdout)) await Promise.race([once(out, "drain"), failed]);
   };
+  let member: { input: PassThrough; result: Promise<ExecResult> } | undefined;
+  const endMember = async (): Promise<void> => {
+    member!.input.end();
+    inFlight.push(member!.result);
+    member = undefined;
+    if (inFlight.length >= Math.max(1, cores)) await writeOldest();
+  };
   try {
-    for await (const run of runs) {
-      const member = exec(LIBDEFLATE.command, ["-c", `-${level}`], { input: Readable.from(run) });
-      member.catch(() => undefined); // awaited in order below
-      inFlight.push(member);
-      if (inFlight.length >= Math.max(1, cores)) await writeOldest();
+    for await (const piece of pieces) {
+      if (!member) {
+        const input = new PassThrough();
+        const result = exec(LIBDEFLATE.command, ["-c", `-${level}`], { input });
+        result.catch(() => undefined); // awaited in order below
+        member = { input, result };
+      }
+      if (piece.bytes.length > 0 && !member.input.write(piece.bytes)) await Promise.race([once(member.input, "drain"), member.result]);
+      if (piece.runEnds) await endMember();
     }
+    if (member) await endMember();
     while (inFlight.length > 0) await writeOldest();
     out.end();
     await Promise.race([once(out, "close"), failed]);
   } finally {
+    member?.input.destroy();
     out.destroy();
   }
 }
