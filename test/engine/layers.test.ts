@@ -2,59 +2,19 @@
 // a step's changes become exactly one diff layer with OCI whiteouts; foreign archives merge
 // with OCI semantics.
 
-import { createHash } from "node:crypto";
-import { lstatSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync, mkdirSync, linkSync, symlinkSync, chmodSync, renameSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync, mkdirSync, linkSync, symlinkSync, chmodSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { MergedView } from "../../engine/layers/merge.js";
 import type { TocEntry } from "../../engine/layers/toc.js";
-import { splitDevice } from "../../engine/layers/diff.js";
 import { Layers, rootfsOf, type RootfsValue } from "../../engine/rootfs.js";
 import { emptyOverrides } from "../../engine/layers/diff.js";
 import { StepTree } from "../../engine/layers/tree.js";
 import { Store } from "../../engine/store.js";
 import { isRoot, sh, tempDir } from "../helpers.js";
+import { treeListing } from "../tree-listing.js";
 
 const EPOCH = 1700000000;
-
-/** A listing of a tree with everything a rootfs must keep (not times). */
-function describeTree(root: string): string[] {
-  const lines: string[] = [];
-  const firstOfInode = new Map<number, string>();
-  const xattrs = new Map<string, string>();
-  for (const line of sh(`getfattr -R -h -d -m - -e hex --absolute-names . 2>/dev/null || true`, root).split("\n\n")) {
-    const [head, ...values] = line.trim().split("\n");
-    if (head?.startsWith("# file: ")) xattrs.set(head.slice("# file: ./".length), values.sort().join(","));
-  }
-  const visit = (relative: string): void => {
-    for (const name of readdirSync(join(root, relative)).sort()) {
-      const path = relative ? `${relative}/${name}` : name;
-      const full = join(root, path);
-      const stats = lstatSync(full);
-      const owner = isRoot ? `${stats.uid}:${stats.gid}` : "";
-      let kind: string;
-      if (stats.isFile()) {
-        const first = firstOfInode.get(stats.ino);
-        if (first && stats.nlink > 1) kind = `hardlink→${first}`;
-        else {
-          firstOfInode.set(stats.ino, path);
-          kind = `file ${createHash("sha256").update(readFileSync(full)).digest("hex").slice(0, 12)} nlink=${stats.nlink}`;
-        }
-      } else if (stats.isDirectory()) kind = "dir";
-      else if (stats.isSymbolicLink()) kind = `symlink→${readlinkSync(full)}`;
-      else if (stats.isCharacterDevice() || stats.isBlockDevice()) {
-        const { major, minor } = splitDevice(stats.rdev);
-        kind = `${stats.isCharacterDevice() ? "char" : "block"} ${major},${minor}`;
-      } else if (stats.isFIFO()) kind = "fifo";
-      else kind = "other";
-      const mode = stats.isSymbolicLink() ? "" : (stats.mode & 0o7777).toString(8);
-      lines.push(`${path} ${kind} ${mode} ${owner} ${xattrs.get(path) ?? ""}`.trimEnd());
-      if (stats.isDirectory()) visit(path);
-    }
-  };
-  visit("");
-  return lines;
-}
 
 /** A tree with every kind of entry a rootfs has. */
 function makeRichTree(root: string): void {
@@ -98,7 +58,7 @@ describe("layers", () => {
 
   it("keeps owners, modes, links, devices, fifos and xattrs from a directory to a layer and back", async () => {
     const tree = await layers.materialize(base);
-    expect(describeTree(tree)).toEqual(describeTree(source));
+    expect(treeListing(tree)).toEqual(treeListing(source));
     if (isRoot) expect(sh("getcap usr/bin/ping", tree)).toMatch(/cap_net_raw[=+]ep/);
   });
 
@@ -135,7 +95,7 @@ describe("layers", () => {
     tree.chown("usr/bin/new", 1000, 1000);
     tree.mknod("dev-null", { type: "char", major: 1, minor: 3, mode: 0o666 });
     tree.setXattr("usr/bin/new", "user.tag", Buffer.from("v1"));
-    const expected = describeTree(scratch);
+    const expected = treeListing(scratch);
 
     const { rootfs } = await layers.commitScratch(scratch, base, baseline, overrides, EPOCH);
     expect(rootfs.layers).toHaveLength(2);
@@ -156,7 +116,7 @@ describe("layers", () => {
     mkdirSync(layers.treesDir);
     const fresh = new Layers(layers.store, isRoot, true);
     const materialized = await fresh.materialize(rootfs);
-    const actual = describeTree(materialized);
+    const actual = treeListing(materialized);
     if (isRoot) expect(actual).toEqual(expected);
     else expect(actual.filter((line) => !line.startsWith("dev-null"))).toEqual(expected.filter((line) => !line.startsWith("dev-null")));
   });

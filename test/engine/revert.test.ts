@@ -3,45 +3,20 @@
 // output, equal in every byte, mode, owner, device, xattr and time to a fresh extraction.
 // Hardlinks, too much to undo, and a damaged kept tree fall back to extracting.
 
-import { createHash } from "node:crypto";
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
-import { emptyOverrides, splitDevice } from "../../engine/layers/diff.js";
+import { emptyOverrides } from "../../engine/layers/diff.js";
 import { StepTree } from "../../engine/layers/tree.js";
 import { Layers, rootfsOf, type RootfsValue } from "../../engine/rootfs.js";
 import { hexOf, Store } from "../../engine/store.js";
 import { isRoot, sh, tempDir } from "../helpers.js";
+import { treeListing } from "../tree-listing.js";
 
 const EPOCH = 1700000000;
 
 /** Everything of a tree a packer reads, times included. */
-function listing(root: string): string[] {
-  const lines: string[] = [];
-  const xattrs = new Map<string, string>();
-  for (const block of sh(`getfattr -R -h -d -m - -e hex --absolute-names . 2>/dev/null; true`, root).split("\n\n")) {
-    const [head, ...values] = block.trim().split("\n");
-    if (head?.startsWith("# file: ")) xattrs.set(head.slice("# file: ./".length), values.sort().join(","));
-  }
-  const visit = (relative: string): void => {
-    for (const name of readdirSync(join(root, relative)).sort()) {
-      const path = relative ? `${relative}/${name}` : name;
-      const full = join(root, path);
-      const stats = lstatSync(full);
-      let kind: string;
-      if (stats.isFile()) kind = `file ${createHash("sha256").update(readFileSync(full)).digest("hex").slice(0, 12)} nlink=${stats.nlink}`;
-      else if (stats.isDirectory()) kind = "dir";
-      else if (stats.isSymbolicLink()) kind = `symlink→${readlinkSync(full)}`;
-      else if (stats.isCharacterDevice() || stats.isBlockDevice()) kind = `dev ${JSON.stringify(splitDevice(stats.rdev))}`;
-      else kind = stats.isFIFO() ? "fifo" : "other";
-      const mode = stats.isSymbolicLink() ? "" : (stats.mode & 0o7777).toString(8);
-      lines.push(`${path} ${kind} ${mode} ${stats.uid}:${stats.gid} mtime=${Math.floor(stats.mtimeMs / 1000)} ${xattrs.get(path) ?? ""}`.trimEnd());
-      if (stats.isDirectory()) visit(path);
-    }
-  };
-  visit("");
-  return lines;
-}
+const listing = (root: string): string[] => treeListing(root, { times: true });
 
 function makeBase(root: string): void {
   for (const dir of ["etc/ssl", "usr/bin", "usr/lib/deep/er", "var/lib/dpkg", "dev", "opt/tool"]) mkdirSync(join(root, dir), { recursive: true });
@@ -63,7 +38,7 @@ function makeBase(root: string): void {
     sh("mknod -m 600 dev/console c 5 1 && chown 0:42 etc/hostname && chown 100:101 opt/tool", root);
     sh("setfattr -n security.capability -v 0x0100000200200000000000000000000000000000 usr/bin/tool", root);
   }
-  sh("setfattr -n user.origin -v base etc/hostname; true", root);
+  sh("setfattr -n user.origin -v base etc/hostname", root);
 }
 
 /** What a step (a new agent, say) does to its tree. */
