@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { defineStep, type Arch, type RootfsStepContext, type Tree } from "../engine/index.js";
 import { mirrorLinesFromHost, readHostAptSources } from "./bootstrap/apt-sources.js";
 import { CA_BUNDLE_PATH, CA_PACKAGE, DOWNLOAD_CA_HOOK, OPENSSL_CERT_PATH, installCaBundle } from "./bootstrap/ca-bundle.js";
+import { DPKG_UNSAFE_IO_HOOKS } from "./bootstrap/dpkg-unsafe-io.js";
 import { MAKEDEV_LINKS, MAKEDEV_NODES } from "./bootstrap/makedev.js";
 import { DISTROS, findDistro, type Distro, type DistroName } from "./distros/index.js";
 import type { DebianBootstrap } from "./distros/types.js";
@@ -201,6 +202,7 @@ async function mmdebstrap(
     `--include=${packages.join(",")}`,
     ...(bootstrap.keyring ? [`--keyring=${bootstrap.keyring}`] : []),
     ...(caBundle ? [`--customize-hook=${DOWNLOAD_CA_HOOK}`] : []),
+    ...DPKG_UNSAFE_IO_HOOKS,
   ];
   // apt's lists, copied out before mmdebstrap cleans them up: which snapshot of each mirror
   // the packages came from (mmdebstrap splits a hook's words on spaces: plain paths only).
