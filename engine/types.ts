@@ -430,6 +430,16 @@ export type InputOf<K extends ArtifactKind> = K extends "rootfs" ? RootfsInput :
 export type InputsOf<I extends readonly ArtifactKind[]> = { [N in keyof I]: InputOf<I[N]> };
 
 /** The rootfs a rootfs-producing step writes. */
+/** A device node or fifo to create in a tree. */
+export interface SpecialNodeSpec {
+  type: "char" | "block" | "fifo";
+  major?: number;
+  minor?: number;
+  mode: number;
+  uid?: number;
+  gid?: number;
+}
+
 export interface Tree {
   /** The directory holding the tree. Prefer `path()` for writing: it never leaves the tree. */
   readonly root: string;
@@ -442,7 +452,9 @@ export interface Tree {
   /** Sets the owner recorded in the layer (works without root). */
   chown(path: string, uid: number, gid: number): void;
   /** Creates a device node or fifo (recorded in the layer; on disk only when root). */
-  mknod(path: string, node: { type: "char" | "block" | "fifo"; major?: number; minor?: number; mode: number; uid?: number; gid?: number }): void;
+  mknod(path: string, node: SpecialNodeSpec): void;
+  /** Creates many at once: as root, one mknod process for all of them instead of one each. */
+  mknodAll(nodes: ReadonlyArray<SpecialNodeSpec & { path: string }>): void;
   /** Sets an extended attribute recorded in the layer. */
   setXattr(path: string, name: string, value: Buffer): void;
   /**

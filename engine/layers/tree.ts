@@ -3,7 +3,7 @@
 import { chmodSync, closeSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, rmSync, symlinkSync, utimesSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { TarParser, type TarHeader } from "../../formats/tar.js";
-import type { Tree } from "../types.js";
+import type { SpecialNodeSpec, Tree } from "../types.js";
 import { createSpecialNodes, applyXattrs, readXattrs } from "./host-metadata.js";
 import { ctimeBaseline } from "./ctime.js";
 import { walkTree } from "./diff.js";
@@ -128,19 +128,24 @@ export class StepTree implements Tree {
     }
   }
 
-  mknod(path: string, node: { type: "char" | "block" | "fifo"; major?: number; minor?: number; mode: number; uid?: number; gid?: number }): void {
-    const relative = this.layerPath(path);
-    const host = hostPath(join(this.root, relative));
-    rmSync(host, { force: true });
-    const major = node.major ?? 0;
-    const minor = node.minor ?? 0;
-    if (this.asRoot || node.type === "fifo") {
-      createSpecialNodes(this.root, [{ path: relative, type: node.type, major, minor }]);
-      chmodSync(host, node.mode & 0o7777);
-      if (this.asRoot) lchownSync(host, node.uid ?? 0, node.gid ?? 0);
-    } else writeFileSync(host, "", { mode: 0o600 }); // placeholder; the layer records the node
-    this.overrides.specials.set(relative, { type: node.type, major, minor, mode: node.mode & 0o7777 });
-    this.overrides.owners.set(relative, { uid: node.uid ?? 0, gid: node.gid ?? 0 });
+  mknod(path: string, node: SpecialNodeSpec): void {
+    this.mknodAll([{ path, ...node }]);
+  }
+
+  mknodAll(nodes: ReadonlyArray<SpecialNodeSpec & { path: string }>): void {
+    const made = nodes.map((node) => ({ ...node, relative: this.layerPath(node.path), major: node.major ?? 0, minor: node.minor ?? 0 }));
+    const host = (relative: string): string | Buffer => hostPath(join(this.root, relative));
+    for (const node of made) rmSync(host(node.relative), { force: true });
+    const onDisk = made.filter((node) => this.asRoot || node.type === "fifo");
+    createSpecialNodes(this.root, onDisk.map((node) => ({ path: node.relative, type: node.type, major: node.major, minor: node.minor })));
+    for (const node of made) {
+      if (this.asRoot || node.type === "fifo") {
+        chmodSync(host(node.relative), node.mode & 0o7777);
+        if (this.asRoot) lchownSync(host(node.relative), node.uid ?? 0, node.gid ?? 0);
+      } else writeFileSync(host(node.relative), "", { mode: 0o600 }); // placeholder; the layer records the node
+      this.overrides.specials.set(node.relative, { type: node.type, major: node.major, minor: node.minor, mode: node.mode & 0o7777 });
+      this.overrides.owners.set(node.relative, { uid: node.uid ?? 0, gid: node.gid ?? 0 });
+    }
   }
 
   setXattr(path: string, name: string, value: Buffer): void {
