@@ -243,10 +243,10 @@ export class Layers {
    */
   private async revertDescendant(rootfs: RootfsValue, dest: string): Promise<boolean> {
     if (rootfs.layers.length === 0) return false;
+    const lower = await this.view(rootfs);
     for (const descendant of this.keptDescendants(rootfs)) {
       const name = hexOf(descendant.digest);
       if (this.leases.holds(name)) continue; // a step of this build may be reading it
-      const lower = await this.view(rootfs);
       const plan = planRevert(await this.view(descendant), lower, rootfs.layers.length);
       if ("refused" in plan) continue;
       const source = this.treePath(descendant);
@@ -265,8 +265,7 @@ export class Layers {
       rmSync(join(this.stacksDir, name), { force: true });
       try {
         const layers = rootfs.layers.map((layer) => ({ path: this.store.contentPath(layer.digest), digest: layer.digest }));
-        const dirTimes = lower.entries().filter((entry) => entry.type === "dir").map((entry) => ({ path: entry.path, mtime: entry.mtime }));
-        revertTreeSync(dest, plan, { asRoot: this.asRoot, layers, tempDir: this.store.tmp, dirTimes });
+        revertTreeSync(dest, plan, { asRoot: this.asRoot, layers, tempDir: this.store.tmp, dirTimes: directoryTimes(lower) });
         const problem = compareTree(dest, lower, this.asRoot);
         if (problem) throw new Error(problem);
         return true;
@@ -299,8 +298,7 @@ export class Layers {
       rootfs.layers.slice(start).map(async (layer) => ({ path: this.store.contentPath(layer.digest), digest: layer.digest, toc: await this.toc(layer) })),
     );
     for (const layer of layers) if (!existsSync(layer.path)) throw new CorruptContentError(layer.digest, "missing");
-    const dirTimes = view.entries().filter((entry) => entry.type === "dir").map((entry) => ({ path: entry.path, mtime: entry.mtime }));
-    await runTask("extractLayers", { root: dest, layers, asRoot: this.asRoot, fresh: start === 0, tempDir: this.store.tmp, dirTimes });
+    await runTask("extractLayers", { root: dest, layers, asRoot: this.asRoot, fresh: start === 0, tempDir: this.store.tmp, dirTimes: directoryTimes(view) });
   }
 
   /** Compares a tree on disk with the merged TOCs; returns the first difference. */
@@ -463,6 +461,11 @@ function compareTree(dir: string, view: MergedView, asRoot: boolean): string | u
     if ((entry.type === "file" || entry.type === "dir") && (stats.mode & 0o7777) !== diskMode(entry.type, entry.mode, asRoot)) return `'${path}' has mode ${(stats.mode & 0o7777).toString(8)}`;
   }
   return undefined;
+}
+
+/** Every directory of a merged view with its time: what a tree's directories are set to last. */
+function directoryTimes(view: MergedView): Array<{ path: string; mtime: number }> {
+  return view.entries().filter((entry) => entry.type === "dir").map((entry) => ({ path: entry.path, mtime: entry.mtime }));
 }
 
 function touch(path: string): void {

@@ -306,7 +306,6 @@ function sandboxedAptOwners(tree: Tree): void {
 /** What osbuilder's `MAKEDEV -v console tty ttyS null zero fd` makes in the guest's /dev. */
 function makeDevices(tree: Tree): void {
   mkdirSync(tree.path("dev"), { recursive: true });
-  for (const node of MAKEDEV_NODES) rmSync(tree.path(`dev/${node.name}`, { followSymlink: false }), { force: true });
   tree.mknodAll(MAKEDEV_NODES.map((node) => ({ path: `dev/${node.name}`, type: node.type, major: node.major, minor: node.minor, mode: node.mode, uid: 0, gid: node.gid })));
   for (const [name, target] of MAKEDEV_LINKS) {
     const path = tree.path(`dev/${name}`, { followSymlink: false });

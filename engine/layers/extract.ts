@@ -207,7 +207,8 @@ export function extractLayerSync(layerPath: string, digest: Digest, toc: Toc, ro
   else applyXattrs(root, xattrs.map(({ path, xattrs: all }) => ({ path, xattrs: userXattrs(all) })).filter(({ xattrs: kept }) => Object.keys(kept).length > 0), options.tempDir);
 }
 
-function userXattrs(xattrs: Record<string, Buffer>): Record<string, Buffer> {
+/** The xattrs a tree without root can hold: the user namespace's. */
+export function userXattrs(xattrs: Record<string, Buffer>): Record<string, Buffer> {
   return Object.fromEntries(Object.entries(xattrs).filter(([name]) => name.startsWith("user.")));
 }
 

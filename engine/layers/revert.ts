@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { hostPath } from "../../formats/names.js";
 import { CorruptContentError } from "../errors.js";
 import type { Digest } from "../key.js";
-import { diskMode, setDirectoryTimes } from "./extract.js";
+import { diskMode, setDirectoryTimes, userXattrs } from "./extract.js";
 import { applyXattrs, createSpecialNodes, type SpecialNode } from "./host-metadata.js";
 import { type MergedFile, type MergedView, parentOf } from "./merge.js";
 import { decodeXattrs } from "./toc.js";
@@ -42,11 +42,11 @@ export function planRevert(upper: MergedView, lower: MergedView, lowerLayers: nu
   const remove: string[] = [];
   const restore: MergedFile[] = [];
   const metadata: MergedFile[] = [];
+  const removedSet = new Set<string>();
   const removed = (path: string): boolean => {
     for (let parent = path; parent !== ""; parent = parentOf(parent)) if (removedSet.has(parent)) return true;
     return false;
   };
-  const removedSet = new Set<string>();
   const restoredSet = new Set<string>();
   let bytes = 0;
   let totalBytes = 0;
@@ -119,7 +119,7 @@ export function revertTreeSync(root: string, plan: RevertPlan, options: RevertOp
   const keepXattrs = (entry: MergedFile): void => {
     if (!entry.xattrs) return;
     const all = decodeXattrs(entry.xattrs) ?? {};
-    const kept = options.asRoot ? all : Object.fromEntries(Object.entries(all).filter(([name]) => name.startsWith("user.")));
+    const kept = options.asRoot ? all : userXattrs(all);
     if (Object.keys(kept).length > 0) xattrs.push({ path: entry.path, xattrs: kept });
   };
   const buffer = Buffer.allocUnsafe(1 << 20);
