@@ -7,7 +7,7 @@
 // untouched path cannot be written again without writing through to that path.
 
 import { createHash } from "node:crypto";
-import { chmodSync, chownSync, closeSync, fchmodSync, fchownSync, futimesSync, lchownSync, lutimesSync, mkdirSync, openSync, readSync, rmSync, symlinkSync, utimesSync, writeFileSync, writeSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, fchmodSync, fchownSync, futimesSync, lchownSync, lstatSync, lutimesSync, mkdirSync, openSync, readSync, rmSync, symlinkSync, utimesSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { hostPath } from "../../formats/names.js";
 import { CorruptContentError } from "../errors.js";
@@ -109,10 +109,27 @@ export interface RevertOptions {
   dirTimes: ReadonlyArray<{ path: string; mtime: number }>;
 }
 
-/** Carries out a plan on the tree at `root`. Throws CorruptContentError when a layer's bytes do not match. */
+/**
+ * Carries out a plan on the tree at `root`. Throws CorruptContentError when a layer's bytes do
+ * not match, and an Error when the tree is not what the plan was made for.
+ */
 export function revertTreeSync(root: string, plan: RevertPlan, options: RevertOptions): void {
   const at = (path: string): string | Buffer => hostPath(join(root, path));
-  for (const path of plan.remove) rmSync(at(path), { recursive: true, force: true });
+  // The kept tree is a cache, and a damaged one must never make this write outside it (as
+  // extraction refuses to): every path is a plain one below directories of the tree, never
+  // through a symlink, and nothing is written over something already there.
+  const directories = new Set<string>([""]);
+  const inside = (path: string): string | Buffer => {
+    if (path === "" || path.startsWith("/") || path.split("/").some((part) => part === "" || part === "." || part === "..")) throw new Error(`'${path}' is not a path inside the tree`);
+    const unchecked: string[] = [];
+    for (let dir = parentOf(path); !directories.has(dir); dir = parentOf(dir)) unchecked.push(dir);
+    for (const dir of unchecked.reverse()) {
+      if (!lstatSync(at(dir), { throwIfNoEntry: false })?.isDirectory()) throw new Error(`'${dir}' in the kept tree is not a directory`);
+      directories.add(dir);
+    }
+    return at(path);
+  };
+  for (const path of plan.remove) rmSync(inside(path), { recursive: true, force: true });
   const specials: SpecialNode[] = [];
   const specialEntries: MergedFile[] = [];
   const xattrs: Array<{ path: string; xattrs: Record<string, Buffer> }> = [];
@@ -124,10 +141,11 @@ export function revertTreeSync(root: string, plan: RevertPlan, options: RevertOp
   };
   const buffer = Buffer.allocUnsafe(1 << 20);
   for (const entry of plan.restore) {
-    const target = at(entry.path);
+    const target = inside(entry.path);
     switch (entry.type) {
       case "dir":
         mkdirSync(target, { mode: 0o700 });
+        directories.add(entry.path);
         if (options.asRoot) chownSync(target, entry.uid, entry.gid);
         chmodSync(target, diskMode("dir", entry.mode, options.asRoot));
         break;
@@ -146,7 +164,7 @@ export function revertTreeSync(root: string, plan: RevertPlan, options: RevertOp
           specials.push({ path: entry.path, type: entry.type, major: entry.devMajor ?? 0, minor: entry.devMinor ?? 0 });
           specialEntries.push(entry);
         } else {
-          writeFileSync(target, "", { mode: 0o600 }); // the placeholder extraction writes (see extract.ts)
+          writeFileSync(target, "", { mode: 0o600, flag: "wx" }); // the placeholder extraction writes (see extract.ts)
           utimesSync(target, entry.mtime, entry.mtime);
         }
         break;
@@ -163,6 +181,8 @@ export function revertTreeSync(root: string, plan: RevertPlan, options: RevertOp
   }
   for (const entry of plan.metadata) {
     const type = entry.type === "dir" ? "dir" : "file";
+    const stats = lstatSync(inside(entry.path), { throwIfNoEntry: false });
+    if (!(type === "dir" ? stats?.isDirectory() : stats?.isFile())) throw new Error(`'${entry.path}' in the kept tree is not a ${type === "dir" ? "directory" : "regular file"}`);
     if (options.asRoot) chownSync(at(entry.path), entry.uid, entry.gid);
     chmodSync(at(entry.path), diskMode(type, entry.mode, options.asRoot));
     if (type === "file") utimesSync(at(entry.path), entry.mtime, entry.mtime);

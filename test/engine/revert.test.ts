@@ -3,7 +3,7 @@
 // output, equal in every byte, mode, owner, device, xattr and time to a fresh extraction.
 // Hardlinks, too much to undo, and a damaged kept tree fall back to extracting.
 
-import { chmodSync, existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
 import { emptyOverrides } from "../../engine/layers/diff.js";
@@ -128,6 +128,27 @@ describe("undoing a step's layer in its kept tree", () => {
     expect(listing(await checking.materialize(base))).toEqual(fresh);
     expect(warnings.join("\n")).toMatch(/undoing the layers above .* failed \(\d+ entries on disk, \d+ in the layers\): extracting the tree instead/);
   });
+
+  for (const [what, replaced, problem] of [
+    ["a directory the undo writes below", "opt", /'opt' in the kept tree is not a directory/],
+    ["a directory the undo gives its mode back", "var/lib/dpkg", /'var\/lib\/dpkg' in the kept tree is not a directory/],
+  ] as const) {
+    it(`never writes outside the kept tree when ${what} was replaced by a symlink to the host`, async () => {
+      const output = await stepOnTop(change);
+      const outside = join(dir, `host-${replaced.replace(/\//g, "-")}`);
+      mkdirSync(outside);
+      chmodSync(outside, 0o751);
+      const kept = join(new Layers(store, isRoot, true).treesDir, hexOf(output.digest));
+      rmSync(join(kept, replaced), { recursive: true });
+      symlinkSync(outside, join(kept, replaced));
+      const warnings: string[] = [];
+      const layers = new Layers(store, isRoot, true, (message) => warnings.push(message));
+      expect(listing(await layers.materialize(base))).toEqual(fresh);
+      expect(warnings.join("\n")).toMatch(problem);
+      expect(readdirSync(outside)).toEqual([]);
+      expect(statSync(outside).mode & 0o7777).toBe(0o751);
+    });
+  }
 
   it("leaves alone a kept tree a step of this build is reading", async () => {
     const output = await stepOnTop(change);
