@@ -123,7 +123,7 @@ async function prune(cacheDir: string, options: { all: boolean; olderThanDays?: 
   let removedContent = 0;
   const busy = otherUsers(cacheDir);
   for (const entry of busy > 0 ? [] : entries) {
-    const match = /^osbuild:(layer|toc|blob):(sha256:[0-9a-f]{64})$/.exec(entry.key);
+    const match = /^osbuild:(layer|toc|file-sha1|blob):(sha256:[0-9a-f]{64})$/.exec(entry.key);
     // A step's provenance record lives as long as the step result that refers to it.
     const unreferenced = match ? !live.has(match[2] as Digest) : entry.key.startsWith("osbuild:provenance:") && !live.has(entry.digest);
     if (unreferenced) {

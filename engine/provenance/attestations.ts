@@ -3,19 +3,18 @@
 // only when what they describe changed. When switched off, removes the ones it wrote before,
 // so that an old SBOM never sits beside a new image.
 
-import { createHash } from "node:crypto";
 import { renameSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { neededSteps, type ActionRecord, type BuildContext, type PreparedStep, type StoredArtifact } from "../build.js";
 import type { EventSink } from "../events.js";
 import type { BuildGraph } from "../graph.js";
-import { RootfsInputImpl } from "../inputs.js";
 import { canonicalJson, sha256Hex } from "../key.js";
 import { ociDocuments, statKey } from "../outputs.js";
 import { hexOf, ownedName } from "../store.js";
 import { readMemoFile, writeMemoFile } from "../memo.js";
 import type { Attestations } from "../types.js";
 import { OSBUILD_VERSION } from "../version.js";
+import { FileDigests } from "./file-digests.js";
 import { lineageOf, type Lineage } from "./lineage.js";
 import { readProvenance } from "./record.js";
 import { sbomOf } from "./sbom.js";
@@ -50,7 +49,7 @@ export async function writeAttestations(
   const stateFile = join(context.settings.cacheDir, "memo", "attestations.json");
   const state = readMemoFile<State>(stateFile, {});
   const written: Record<string, Attestations> = {};
-  const digestsMemo = new Map<string, Promise<{ sha1: string; sha256: string }>>();
+  const fileDigests = new FileDigests(context.layers);
   let changed = false;
 
   for (const [target, artifact] of targets) {
@@ -71,18 +70,9 @@ export async function writeAttestations(
         make: async () => {
           const found = lineageNow();
           if (!found.rootfs) return undefined;
-          const rootfs = new RootfsInputImpl(found.rootfs, context.layers);
-          const view = await context.layers.view(found.rootfs);
-          const fileDigests = (path: string): Promise<{ sha1: string; sha256: string }> => {
-            const memoKey = `${found.rootfs!.digest}\0${path}`;
-            let pending = digestsMemo.get(memoKey);
-            if (!pending) {
-              pending = rootfs.readFile(path).then((data) => ({ sha1: createHash("sha1").update(data).digest("hex"), sha256: sha256Hex(data) }));
-              digestsMemo.set(memoKey, pending);
-            }
-            return pending;
-          };
-          return sbomOf({ lineage: found, subjectSha256: subject(), sourceDateEpoch: context.settings.sourceDateEpoch, view, fileDigests, displayPath: attest.invocation.displayPath });
+          const rootfs = found.rootfs;
+          const view = await context.layers.view(rootfs);
+          return sbomOf({ lineage: found, subjectSha256: subject(), sourceDateEpoch: context.settings.sourceDateEpoch, view, fileDigests: (path) => fileDigests.of(rootfs, view, path), displayPath: attest.invocation.displayPath });
         },
       },
       {
@@ -135,5 +125,6 @@ export async function writeAttestations(
     written[target] = paths;
   }
   if (changed) writeMemoFile(stateFile, state);
+  await fileDigests.save();
   return written;
 }

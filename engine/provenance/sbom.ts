@@ -58,11 +58,10 @@ export async function sbomOf(input: SbomInput): Promise<SpdxDocument> {
   }
 
   const files = await hostFiles(input);
+  const owners = ownersOf(componentIds);
   for (const file of files) {
     relationships.push({ spdxElementId: outputId, relationshipType: "CONTAINS", relatedSpdxElement: file.SPDXID });
-    for (const [component, id] of componentIds) {
-      if (component.files?.includes(file.fileName.slice(2))) relationships.push({ spdxElementId: id, relationshipType: "CONTAINS", relatedSpdxElement: file.SPDXID });
-    }
+    for (const id of owners.get(file.fileName.slice(2)) ?? []) relationships.push({ spdxElementId: id, relationshipType: "CONTAINS", relatedSpdxElement: file.SPDXID });
   }
 
   const document: Omit<SpdxDocument, "documentNamespace"> = {
@@ -79,6 +78,19 @@ export async function sbomOf(input: SbomInput): Promise<SpdxDocument> {
   const namespace = `https://spdx.org/spdxdocs/osbuild-${lineage.target}-${sha256Hex(canonicalJson(document))}`;
   const { spdxVersion, dataLicense, SPDXID, name, creationInfo } = document;
   return { spdxVersion, dataLicense, SPDXID, name, documentNamespace: namespace, creationInfo, packages, files, relationships };
+}
+
+/** Path → the components listing it, in the components' order (a rootfs from a directory lists every file). */
+function ownersOf(componentIds: ReadonlyMap<Component, string>): Map<string, string[]> {
+  const owners = new Map<string, string[]>();
+  for (const [component, id] of componentIds) {
+    for (const path of component.files ?? []) {
+      const ids = owners.get(path);
+      if (!ids) owners.set(path, [id]);
+      else if (ids[ids.length - 1] !== id) ids.push(id);
+    }
+  }
+  return owners;
 }
 
 function sortComponents<T extends { database: string; component: Component }>(items: T[]): T[] {

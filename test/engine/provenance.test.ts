@@ -3,8 +3,10 @@
 // SBOM show it, and verify-reproducible --provenance failing by name, before a rebuild for
 // a changed host input and after one for a step that is not deterministic.
 
-import { chmodSync, copyFileSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { chmodSync, copyFileSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import cacache from "cacache";
 import { beforeAll, describe, expect, it } from "vitest";
 import { AGENT, osbuild, sh, tempDir, writeFiles } from "../helpers.js";
 import { sha256Of, spdxValidator } from "../spdx.js";
@@ -135,6 +137,39 @@ describe("provenance of each kind of step", () => {
     expect(files).toEqual(expect.arrayContaining(["./etc/app/app.conf", "./etc/app/sub/more.conf", "./usr/bin/foo", "./etc/hostname", "./sbin/init"]));
     expect(files).not.toContain("./etc/greeting"); // made by a command, not a host file
     expect(sbom.files.find((file) => file.fileName === "./etc/app/app.conf")!.comment).toContain("from host file overlay/app.conf");
+  });
+
+  it("keeps each file's SHA1 beside its layer for the next SBOM, which trusts only a well-formed record", async () => {
+    const cache = join(dir, "cache");
+    type SbomFiles = { files: Array<{ fileName: string; checksums: Array<{ algorithm: string; checksumValue: string }> }> };
+    const sha1Of = (sbom: SbomFiles, name: string): string | undefined => sbom.files.find((file) => file.fileName === name)?.checksums.find((sum) => sum.algorithm === "SHA1")?.checksumValue;
+    const before = JSON.parse(readFileSync(join(dir, "out/initrd.spdx.json"), "utf8")) as SbomFiles;
+    const conf = sha1Of(before, "./etc/app/app.conf");
+    expect(conf).toBe(createHash("sha1").update(readFileSync(join(dir, "overlay/app.conf"))).digest("hex"));
+    // The overlay's layer has a record, holding that SHA1 among others.
+    const records = Object.keys(await cacache.ls(cache)).filter((key) => key.startsWith("osbuild:file-sha1:"));
+    const holding: string[] = [];
+    for (const key of records) {
+      const { data } = await cacache.get(cache, key);
+      if (Object.values((JSON.parse(data.toString("utf8")) as { sha1: Record<string, string> }).sha1).includes(conf!)) holding.push(key);
+    }
+    expect(holding).toHaveLength(1);
+    const rewrite = async (record: string): Promise<SbomFiles> => {
+      await cacache.put(cache, holding[0]!, record, { algorithms: ["sha256"] }); // as the store writes
+      rmSync(join(cache, "memo", "index.json"), { force: true }); // the lookup memo would still name the old record
+      rmSync(join(dir, "out/initrd.spdx.json"));
+      const rebuilt = await osbuild(["run", "initrd", "--cache-dir", cache], { cwd: dir });
+      expect(rebuilt.code, rebuilt.stderr).toBe(0);
+      return JSON.parse(readFileSync(join(dir, "out/initrd.spdx.json"), "utf8")) as SbomFiles;
+    };
+    // A well-formed record is what the SBOM says: the files are not read again.
+    const { data } = await cacache.get(cache, holding[0]!);
+    const kept = JSON.parse(data.toString("utf8")) as { version: number; sha1: Record<string, string> };
+    const offset = Object.keys(kept.sha1).find((key) => kept.sha1[key] === conf)!;
+    expect(sha1Of(await rewrite(JSON.stringify({ ...kept, sha1: { ...kept.sha1, [offset]: "0".repeat(40) } })), "./etc/app/app.conf")).toBe("0".repeat(40));
+    // One that is not (a digest that is no SHA1, a name that is no offset) counts as nothing kept.
+    const again = await rewrite(JSON.stringify({ version: 1, sha1: { [offset]: "not hex; rm -rf /", "../x": conf } }));
+    expect(again).toEqual(before);
   });
 
   it("fails verify-reproducible --provenance at once, naming a host directory that changed", async () => {
