@@ -8,7 +8,7 @@
 
 import { createHash } from "node:crypto";
 import { RootfsInputImpl } from "../inputs.js";
-import type { Digest } from "../key.js";
+import { sha256Hex, type Digest } from "../key.js";
 import type { MergedView } from "../layers/merge.js";
 import type { Layers, RootfsValue } from "../rootfs.js";
 
@@ -23,23 +23,28 @@ interface KeptSha1s {
   sha1: Record<string, string>;
 }
 
+/** A layer's SHA1s as known to this process, and whether it added some. */
+interface LayerSha1s {
+  sha1: Map<number, string>;
+  added: boolean;
+}
+
 const SHA1_HEX = /^[0-9a-f]{40}$/;
 const keyOf = (layer: Digest): string => `osbuild:file-sha1:${layer}`;
 
 export class FileDigests {
-  /** Per layer: the SHA1s known, and whether this process added some. */
-  private readonly known = new Map<Digest, Promise<{ sha1: Map<number, string>; added: boolean }>>();
+  private readonly known = new Map<Digest, Promise<LayerSha1s>>();
 
   constructor(private readonly layers: Layers) {}
 
   async of(rootfs: RootfsValue, view: MergedView, path: string): Promise<FileDigest> {
-    const entry = view.get(path); // a symlink's target is read (and hashed) each time
+    const entry = view.get(path); // not a regular file (a symlink): read through, hashed each time
     const layer = entry?.type === "file" && entry.dataLayer !== undefined ? rootfs.layers[entry.dataLayer]?.digest : undefined;
     if (!entry || layer === undefined || entry.offset === undefined) return this.read(rootfs, path);
     const kept = await this.keptFor(layer);
     const sha1 = kept.sha1.get(entry.offset);
     if (sha1 !== undefined && entry.sha256 !== undefined) return { sha1, sha256: entry.sha256 };
-    const digests = await this.read(rootfs, path);
+    const digests = await this.read(rootfs, path, entry.sha256);
     kept.sha1.set(entry.offset, digests.sha1);
     kept.added = true;
     return digests;
@@ -56,13 +61,13 @@ export class FileDigests {
     }
   }
 
-  /** Reads the file (checked against its TOC digest) and hashes it. */
-  private async read(rootfs: RootfsValue, path: string): Promise<FileDigest> {
+  /** Reads the file and hashes it; reading checked it against the TOC's SHA256, when there is one. */
+  private async read(rootfs: RootfsValue, path: string, tocSha256?: string): Promise<FileDigest> {
     const data = await new RootfsInputImpl(rootfs, this.layers).readFile(path);
-    return { sha1: createHash("sha1").update(data).digest("hex"), sha256: createHash("sha256").update(data).digest("hex") };
+    return { sha1: createHash("sha1").update(data).digest("hex"), sha256: tocSha256 ?? sha256Hex(data) };
   }
 
-  private keptFor(layer: Digest): Promise<{ sha1: Map<number, string>; added: boolean }> {
+  private keptFor(layer: Digest): Promise<LayerSha1s> {
     let pending = this.known.get(layer);
     if (!pending) {
       pending = this.load(layer);
@@ -72,7 +77,7 @@ export class FileDigests {
   }
 
   /** What an earlier build kept; anything unreadable or malformed counts as nothing kept. */
-  private async load(layer: Digest): Promise<{ sha1: Map<number, string>; added: boolean }> {
+  private async load(layer: Digest): Promise<LayerSha1s> {
     const sha1 = new Map<number, string>();
     const stored = await this.layers.store.getJson<unknown>(keyOf(layer)).catch(() => undefined);
     const value = stored?.value as Partial<KeptSha1s> | undefined;
