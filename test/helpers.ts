@@ -15,6 +15,21 @@ export const OSBUILD = join(REPO, "bin", "osbuild.js");
  */
 export const SHARED = [process.env.OSBUILD_SHARED, join(REPO, "..", "shared"), "/work/shared"].find((dir): dir is string => dir !== undefined && existsSync(join(dir, "osbuilder"))) ?? join(REPO, "..", "shared");
 
+/** Kata's real osbuilder, run on this machine as root without Docker (shared/osbuilder/run.sh). */
+export const OSBUILDER_RUN_SH = join(SHARED, "osbuilder", "run.sh");
+
+/**
+ * The command line that runs `run.sh ARGS` in a mount namespace of its own. osbuilder mounts
+ * its disk's loop partition while osbuild's steps start namespaces beside it (other test files,
+ * or the parity test's other lane); a mount namespace started while that partition is mounted
+ * keeps a copy of the mount, so osbuilder's umount leaves the device busy and its
+ * `fsck.ext4 -D` aborts ("Cannot continue, aborting", make Error 8). Mounted in a namespace
+ * of its own, the partition is never copied into anyone else's.
+ */
+export function osbuilderCommand(args: string[]): { command: string; args: string[] } {
+  return { command: "unshare", args: ["--mount", "--propagation", "private", "bash", OSBUILDER_RUN_SH, ...args] };
+}
+
 /** osbuild's test agent, built by the global set-up (as scripts/setup.sh builds it). */
 export const AGENT = join(REPO, "build/agent/kata-agent");
 

@@ -8,11 +8,10 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { KATA_AGENT_SERVICE, KATA_CONTAINERS_TARGET } from "../../stdlib/units.js";
 import { pushOciLayout, startRegistry, type TestRegistry } from "../oci-registry-harness.js";
-import { AGENT, failure, isRoot, NOBODY, osbuild, REPO, type RunResult, SHARED, sh, statuses, tempDir, writeFiles } from "../helpers.js";
+import { AGENT, failure, isRoot, NOBODY, OSBUILDER_RUN_SH, osbuild, osbuilderCommand, REPO, type RunResult, sh, statuses, tempDir, writeFiles } from "../helpers.js";
 
 const EPOCH = 1735689600;
 /** Kata's real osbuilder (kata-containers tools/osbuilder, unmodified), run as root without Docker. */
-const OSBUILDER = join(SHARED, "osbuilder", "run.sh");
 
 const CONFIG = `import { defineConfig, fetchBase, installAgent, mkCpio, param, provision } from "osbuild";
 
@@ -213,9 +212,10 @@ export default defineConfig({
 
   // osbuilder runs as root only (chroot, mounts).
   it.runIf(isRoot)("has every path Kata's real osbuilder makes, with the same type, mode and owner", async () => {
-    if (!existsSync(OSBUILDER)) throw new Error(`Kata's osbuilder is not at ${OSBUILDER}: set OSBUILD_SHARED to the workplace's shared/ folder`);
+    if (!existsSync(OSBUILDER_RUN_SH)) throw new Error(`Kata's osbuilder is not at ${OSBUILDER_RUN_SH}: set OSBUILD_SHARED to the workplace's shared/ folder`);
     const work = tempDir("osbuilder");
-    const made = spawnSync("bash", [OSBUILDER, work, "rootfs", "AGENT_INIT=yes", `AGENT_SOURCE_BIN=${AGENT}`], { env: { ...process.env, SOURCE_DATE_EPOCH: String(EPOCH) }, encoding: "utf8" });
+    const { command, args } = osbuilderCommand([work, "rootfs", "AGENT_INIT=yes", `AGENT_SOURCE_BIN=${AGENT}`]);
+    const made = spawnSync(command, args, { env: { ...process.env, SOURCE_DATE_EPOCH: String(EPOCH) }, encoding: "utf8" });
     if (made.status !== 0) throw new Error(`${made.stdout.slice(-4000)}\n${made.stderr.slice(-4000)}`);
     const reference = join(work, "debian_rootfs");
     const listing = (root: string): Map<string, string> =>

@@ -17,10 +17,9 @@ import { copyFileSync, existsSync, lstatSync, readFileSync, readdirSync, readlin
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseMbr } from "../../formats/mbr.js";
-import { AGENT, isRoot, NOBODY, osbuild, readAt, type RunResult, SHARED, sh, tempDir, writeFiles } from "../helpers.js";
+import { AGENT, isRoot, NOBODY, OSBUILDER_RUN_SH, osbuild, osbuilderCommand, readAt, type RunResult, SHARED, sh, tempDir, writeFiles } from "../helpers.js";
 
 const OSBUILDER = join(SHARED, "osbuilder");
-const RUN_SH = join(OSBUILDER, "run.sh");
 const KATA_AGENT_SRC = join(OSBUILDER, "kata/src/agent");
 const EPOCH = "1735689600";
 const MiB = 1024 * 1024;
@@ -140,7 +139,7 @@ function initrdEntries(initrd: string): Set<string> {
 }
 
 // As root, a missing osbuilder is an error, never a skip: the parity is what this file proves.
-if (isRoot && !existsSync(RUN_SH)) throw new Error(`Kata's real osbuilder is not at ${RUN_SH}: set OSBUILD_SHARED to the workplace's shared/ folder (it holds osbuilder/run.sh and osbuilder/kata)`);
+if (isRoot && !existsSync(OSBUILDER_RUN_SH)) throw new Error(`Kata's real osbuilder is not at ${OSBUILDER_RUN_SH}: set OSBUILD_SHARED to the workplace's shared/ folder (it holds osbuilder/run.sh and osbuilder/kata)`);
 const canRun = isRoot;
 const why = "needs root: the real osbuilder uses loop devices, mounts and chroot";
 
@@ -150,7 +149,10 @@ describe.runIf(canRun)("osbuild osbuilder beside Kata's real osbuilder 4.1", () 
   const env = { SOURCE_DATE_EPOCH: EPOCH };
   const dir = (name: string): string => join(work, name);
   const ours = (args: string[], extraEnv: Record<string, string> = {}): Promise<RunResult> => osbuild(["--cache-dir", CACHE, "osbuilder", ...args], { cwd: work, env: { ...env, ...extraEnv } });
-  const real = (args: string[], extraEnv: Record<string, string> = {}): Promise<RunResult> => runCommand("bash", [RUN_SH, ...args], { ...env, ...extraEnv }, work);
+  const real = (args: string[], extraEnv: Record<string, string> = {}): Promise<RunResult> => {
+    const { command, args: commandArgs } = osbuilderCommand(args);
+    return runCommand(command, commandArgs, { ...env, ...extraEnv }, work);
+  };
   const erofsEnv = { MEASURED_ROOTFS: "yes", FS_TYPE: "erofs", AGENT_INIT: "no", BUILD_VARIANT: "parity" };
 
   beforeAll(async () => {
