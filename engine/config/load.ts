@@ -13,7 +13,7 @@ import { buildGraph, type BuildGraph } from "../graph.js";
 import type { Arch, ParamSpec } from "../types.js";
 import type { HookData } from "./loader-hooks.js";
 import { formatDiagnostic, typecheckConfig } from "./typecheck.js";
-import { compileConfig, compiledEntry } from "./compiled.js";
+import { compileConfig, compiledEntry, type CompileSettings } from "./compiled.js";
 
 /** The package root: dist/.. when built. */
 const DIST_DIR = fileURLToPath(new URL("../../", import.meta.url));
@@ -46,11 +46,15 @@ function registerHooks(cacheDir: string): void {
 
 /** The compiled config kept in the cache (compiled.ts), else the .ts file itself through the module hooks. */
 function configModuleUrl(file: string, cacheDir: string): string {
-  const settings = { osbuildEntry: OSBUILD_ENTRY, dir: join(cacheDir, "compiled"), memoFile: join(cacheDir, "memo", "compiled.json") };
+  const settings = compileSettings(cacheDir);
   const entry = compiledEntry(file, settings) ?? compileConfig(file, settings);
   if (entry) return pathToFileURL(entry).href;
   registerHooks(cacheDir);
   return pathToFileURL(file).href;
+}
+
+function compileSettings(cacheDir: string): CompileSettings {
+  return { osbuildEntry: OSBUILD_ENTRY, dir: join(cacheDir, "compiled"), memoFile: join(cacheDir, "memo", "compiled.json") };
 }
 
 export function resolveConfigPath(file: string | undefined): string {
@@ -68,6 +72,7 @@ export async function checkConfig(file: string, cacheDir: string, options: { alw
     osbuildTypes: join(DIST_DIR, "index.d.ts"),
     typeRoots: [nodeTypesRoot()],
     memoFile: join(cacheDir, "memo", "typecheck.json"),
+    compile: compileSettings(cacheDir),
   });
   if (diagnostics.length > 0) {
     throw new ConfigError(

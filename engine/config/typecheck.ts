@@ -7,6 +7,8 @@ import { readFileSync, readdirSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 import { readMemoFile, writeMemoFile } from "../memo.js";
+import type { CompileSettings } from "./compiled.js";
+import { runCompilerTask } from "./compiler-process.js";
 
 export interface ConfigDiagnostic {
   file?: string;
@@ -24,6 +26,8 @@ export interface TypecheckOptions {
   memoFile: string;
   /** Type-check even when the memo says these bytes were checked before (osbuild check). */
   always?: boolean;
+  /** Compile a clean config for loading too, while the compiler is loaded (compiled.ts). */
+  compile?: CompileSettings;
 }
 
 interface Memo {
@@ -41,7 +45,16 @@ export async function typecheckConfig(configFile: string, options: TypecheckOpti
   const osbuildStamp = osbuildIdentity(dirname(options.osbuildTypes), options.memoFile);
   const known = memo[configFile];
   if (!options.always && known && known.osbuild === osbuildStamp && Object.entries(known.files).every(([file, hash]) => hashOf(file) === hash)) return { diagnostics: [], files: known.files };
+  const result = await runCompilerTask({ configFile, typecheck: options, compile: options.compile });
+  if (result.diagnostics.length === 0) {
+    memo[configFile] = { osbuild: osbuildStamp, files: result.files };
+    writeMemoFile(options.memoFile, memo);
+  }
+  return result;
+}
 
+/** The compiler's part of typecheckConfig (in a process of its own: compiler-process.ts). */
+export function typecheckWithCompiler(configFile: string, options: TypecheckOptions): TypecheckResult {
   // require, not import: an ESM import of this 9 MB CommonJS file scans it for exports first.
   const ts = createRequire(import.meta.url)("typescript") as typeof import("typescript");
   const compilerOptions: import("typescript").CompilerOptions = {
@@ -82,8 +95,6 @@ export async function typecheckConfig(configFile: string, options: TypecheckOpti
       if (file.startsWith(libDir) || file.startsWith(osbuildDir) || options.typeRoots.some((root) => file.startsWith(root))) continue;
       files[file] = hashOf(file);
     }
-    memo[configFile] = { osbuild: osbuildStamp, files };
-    writeMemoFile(options.memoFile, memo);
     return { diagnostics, files };
   }
   return { diagnostics, files: {} };
