@@ -8,6 +8,7 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import { Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 import { findCredentials, type Credentials, type FoundCredentials } from "./credentials.js";
 import { describeCause, RegistryError, TAMPERED_HINT } from "./errors.js";
 import { isLoopback, type RepositoryRef } from "./reference.js";
@@ -128,12 +129,26 @@ export class RegistryClient {
     return digest ? { digest } : {};
   }
 
-  /** PUT a manifest under a tag (or its digest); returns its digest. */
+  /**
+   * PUT a manifest under a tag (or its digest); returns its digest. A refusal that names a
+   * blob it references as unknown or its link as bad is asked again a few times: docker-registry
+   * 2.8 (filesystem storage) rewrites a link file in place, truncated first, so while another
+   * client pushes the same blobs a check can read an empty link and answer 400 DIGEST_INVALID
+   * or MANIFEST_BLOB_UNKNOWN for a blob that is there. A blob really missing fails every time.
+   */
   async putManifest(reference: string, bytes: Buffer, mediaType: string): Promise<string> {
-    const response = await this.send({ method: "PUT", url: `${this.base}/manifests/${reference}`, headers: { "content-type": mediaType }, body: bytes });
-    if (response.status !== 201 && response.status !== 200) throw this.unexpected(response, `the upload of manifest ${reference}`, await response.text().catch(() => ""));
-    await response.discard();
-    return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    for (let attempt = 1; ; attempt++) {
+      const response = await this.send({ method: "PUT", url: `${this.base}/manifests/${reference}`, headers: { "content-type": mediaType }, body: bytes });
+      if (response.status === 201 || response.status === 200) {
+        await response.discard();
+        return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+      }
+      const detail = await response.text().catch(() => "");
+      if (response.status !== 400 || attempt >= MANIFEST_PUT_ATTEMPTS || !errorCodes(detail).some((code) => RACING_LINK_CODES.has(code))) {
+        throw this.unexpected(response, `the upload of manifest ${reference}`, detail);
+      }
+      await sleep(50 * 2 ** attempt * (0.5 + Math.random()));
+    }
   }
 
   /** DELETE a manifest (by digest: every tag naming it goes). A missing one is no error. */
@@ -394,6 +409,22 @@ export class RegistryClient {
     const code = response.status >= 500 || response.status === 429 ? "unreachable" : "failed";
     const said = /"message"\s*:\s*"([^"]{1,200})"/.exec(detail)?.[1];
     return new RegistryError(`registry ${this.ref.registry} answered ${response.status} for ${what} of ${this.ref.repository}${said ? `: ${said}` : ""}`, hint, code);
+  }
+}
+
+/** How often a manifest refused for a racing link is sent; the waits between add up to about 1.5 s. */
+const MANIFEST_PUT_ATTEMPTS = 5;
+const RACING_LINK_CODES = new Set(["DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"]);
+
+/** The `code`s of a registry's error body (`{"errors":[{"code":...}]}`), none when it is not one. */
+function errorCodes(body: string): string[] {
+  try {
+    const parsed: unknown = JSON.parse(body);
+    const errors = typeof parsed === "object" && parsed !== null ? (parsed as { errors?: unknown }).errors : undefined;
+    if (!Array.isArray(errors)) return [];
+    return errors.flatMap((error: unknown) => (typeof error === "object" && error !== null && typeof (error as { code?: unknown }).code === "string" ? [(error as { code: string }).code] : []));
+  } catch {
+    return [];
   }
 }
 

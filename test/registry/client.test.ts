@@ -134,6 +134,35 @@ describe("transport", () => {
       }
     });
 
+    it("lets many clients push the same blobs and the same manifest under the same tag at once", async () => {
+      // docker-registry 2.8 writes a link file by truncating it and writing it again, so a
+      // manifest PUT that checks its blobs while another client links the same ones can see an
+      // empty link and answer 400 DIGEST_INVALID (a CI run hit it with two builds sharing a cache).
+      const layer = randomBytes(64 << 10);
+      const digestOf = (bytes: Buffer): string => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+      const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [digestOf(layer)] } }));
+      const manifest = Buffer.from(JSON.stringify({
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: digestOf(config), size: config.length },
+        layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: digestOf(layer), size: layer.length }],
+      }));
+      for (let round = 0; round < 6; round++) {
+        const ref = { registry: plain.address, repository: `race/r${round}` };
+        const clients = Array.from({ length: 8 }, () => new RegistryClient(ref, { access: ["pull", "push"] }));
+        try {
+          const digests = await Promise.all(clients.map(async (client) => {
+            for (const bytes of [layer, config]) await client.uploadBlob({ digest: digestOf(bytes), size: bytes.length }, { bytes });
+            return client.putManifest("same-tag", manifest, "application/vnd.oci.image.manifest.v1+json");
+          }));
+          expect(new Set(digests)).toEqual(new Set([digestOf(manifest)]));
+          expect((await clients[0]!.manifest("same-tag", ["application/vnd.oci.image.manifest.v1+json"]))?.digest).toBe(digestOf(manifest));
+        } finally {
+          for (const client of clients) client.close();
+        }
+      }
+    });
+
     it("goes on with a chunked upload in another process from the last chunk the registry took", async () => {
       const proxy = await startCountingProxy(plain.address);
       const content = randomBytes(5 << 20);
