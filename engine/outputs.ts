@@ -4,7 +4,7 @@
 
 import { spawn } from "node:child_process";
 import { constants, existsSync, linkSync, mkdirSync, renameSync, statSync } from "node:fs";
-import { chmod, copyFile, mkdir, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { MEDIA_TYPES, OCI_LAYOUT, imageConfig, imageIndex, imageManifest, type Descriptor } from "../formats/oci.js";
 import type { BuildContext, BuildSettings, StoredArtifact } from "./build.js";
@@ -105,7 +105,9 @@ async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"]
   try {
     await placeFromStore(context, digest, temp);
     if (existsSync(path) && statSync(path).isDirectory()) await rm(path, { recursive: true });
-    renameSync(temp, path);
+    // On libuv's pool, not this thread: replacing the last output frees its blocks (a disk
+    // image's: ~0.1 s of kernel time), while the other targets go on being written.
+    await rename(temp, path);
   } finally {
     await rm(temp, { force: true });
   }
