@@ -3,7 +3,7 @@
 // installed package was downloaded from (its pool URL and the .deb's sha256).
 
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readSync } from "node:fs";
 import { join } from "node:path";
 import type { ResolvedInput } from "../../engine/index.js";
 import { downloadKey } from "../packages/index.js";
@@ -58,8 +58,7 @@ export function readAptLists(listsDir: string, mirrorLines: readonly string[], d
     for (const component of mirror.components) {
       for (const arch of [debianArch, "all"]) {
         const packagesPath = join(listsDir, aptListName(`${mirror.uri}/dists/${mirror.suite}/${component}/binary-${arch}/Packages`));
-        // latin1: the fields read here are ASCII, and it decodes 50 MB faster than UTF-8.
-        if (existsSync(packagesPath)) readPackagesIndex(readFileSync(packagesPath, "latin1"), mirror.uri, wanted, reading.downloads);
+        if (existsSync(packagesPath)) readPackagesIndex(packagesPath, mirror.uri, wanted, reading.downloads);
       }
     }
   }
@@ -67,17 +66,14 @@ export function readAptLists(listsDir: string, mirrorLines: readonly string[], d
 }
 
 /** The entries of a Packages index for the `wanted` packages: their pool URL and sha256. */
-function readPackagesIndex(index: string, uri: string, wanted: ReadonlySet<string>, downloads: AptListsReading["downloads"]): void {
-  // A Packages file is ~50 MB: each block's name is read where apt puts it (its first line),
-  // and only the blocks of installed packages are parsed.
-  for (let start = 0; start < index.length; ) {
-    let end = index.indexOf("\n\n", start);
-    if (end < 0) end = index.length;
-    const lineEnd = index.indexOf("\n", start);
-    const first = index.slice(start, lineEnd < 0 || lineEnd > end ? end : lineEnd);
-    const block = first.startsWith("Package: ") && !wanted.has(first.slice(9).trim()) ? undefined : index.slice(start, end);
-    start = end + 2;
-    if (block === undefined) continue;
+function readPackagesIndex(path: string, uri: string, wanted: ReadonlySet<string>, downloads: AptListsReading["downloads"]): void {
+  for (const bytes of paragraphs(path)) {
+    // Each block's name is where apt puts it (its first line): only installed packages' blocks
+    // are decoded and parsed. latin1: the fields read here are ASCII, and it decodes fastest.
+    const lineEnd = bytes.indexOf(NEWLINE);
+    const first = bytes.toString("latin1", 0, lineEnd < 0 ? bytes.length : lineEnd);
+    if (first.startsWith("Package: ") && !wanted.has(first.slice(9).trim())) continue;
+    const block = bytes.toString("latin1");
     const name = /^Package: (\S+)$/m.exec(block)?.[1];
     if (name === undefined || !wanted.has(name)) continue;
     const field = (key: string): string | undefined => new RegExp(`^${key}: (\\S+)$`, "m").exec(block)?.[1];
@@ -89,5 +85,57 @@ function readPackagesIndex(index: string, uri: string, wanted: ReadonlySet<strin
     if (downloads.has(key)) continue; // the first mirror that has it, in the order apt was given them
     const sha256 = field("SHA256");
     downloads.set(key, { url: `${uri}/${filename}`, ...(sha256 !== undefined && SHA256.test(sha256) ? { sha256 } : {}) });
+  }
+}
+
+const NEWLINE = 0x0a;
+const SEPARATOR = Buffer.from("\n\n");
+/** Read this much of a Packages file at a time; a paragraph longer than PARAGRAPH_LIMIT is not apt's and is skipped. */
+const CHUNK = 1 << 20;
+const PARAGRAPH_LIMIT = 16 << 20;
+
+/**
+ * The paragraphs (blocks between blank lines) of a Packages file, as bytes, read into one
+ * buffer a chunk at a time: the file is ~50 MB, and read whole (with its decoded text) it was a
+ * cold build's peak of memory. Each paragraph is valid only until the next one is asked for.
+ */
+function* paragraphs(path: string): Generator<Buffer> {
+  const fd = openSync(path, "r");
+  try {
+    let buffer = Buffer.allocUnsafe(CHUNK);
+    let filled = 0;
+    let skipping = false;
+    for (;;) {
+      if (filled === buffer.length) {
+        // One paragraph fills the buffer: a bigger one, up to the limit; past it, skip to its end.
+        if (buffer.length < PARAGRAPH_LIMIT) {
+          const bigger = Buffer.allocUnsafe(buffer.length * 2);
+          buffer.copy(bigger, 0, 0, filled);
+          buffer = bigger;
+        } else {
+          buffer[0] = buffer[filled - 1]!; // it may be the first newline of the separator
+          filled = 1;
+          skipping = true;
+        }
+      }
+      const searchFrom = Math.max(0, filled - 1); // a separator can straddle what was there and what is read
+      const read = readSync(fd, buffer, filled, buffer.length - filled, null);
+      filled += read;
+      const view = buffer.subarray(0, filled);
+      let start = 0;
+      for (let end = view.indexOf(SEPARATOR, searchFrom); end >= 0; end = view.indexOf(SEPARATOR, start)) {
+        if (!skipping) yield view.subarray(start, end);
+        skipping = false;
+        start = end + 2;
+      }
+      if (read === 0) {
+        if (start < filled && !skipping) yield view.subarray(start, filled);
+        return;
+      }
+      buffer.copy(buffer, 0, start, filled);
+      filled -= start;
+    }
+  } finally {
+    closeSync(fd);
   }
 }

@@ -47,6 +47,25 @@ describe("apt lists", () => {
     ]);
     expect(readAptLists(join(lists, "missing"), ["deb http://deb.debian.org/debian bookworm main"], "amd64", new Set()).downloads.size).toBe(0);
   });
+
+  it("reads a Packages file of many MiB in pieces: blocks across the pieces' edges, and past a block too long to be apt's", () => {
+    const lists = tempDir("apt-lists-big");
+    const MiB = 1 << 20;
+    const block = (name: string, pad = 0): string => `Package: ${name}\nVersion: 1.0\nArchitecture: amd64\nFilename: pool/main/${name}.deb\nDescription: ${"x".repeat(pad)}`;
+    // The first block ends one byte before the first piece does, so its "\n\n" is cut in two.
+    const first = block("edge");
+    const blocks = [block("edge", MiB - 1 - first.length)];
+    for (let index = 0; index < 4000; index++) blocks.push(block(`p${index}`, (index * 7919) % 1500));
+    blocks.push(block("huge", 17 * MiB)); // over 16 MiB: skipped, and what follows is still read
+    for (let index = 4000; index < 4100; index++) blocks.push(block(`p${index}`, index % 300));
+    const text = `${blocks.join("\n\n")}\n`;
+    expect(text.indexOf("\n\n")).toBe(MiB - 1);
+    writeFiles(lists, { "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages": text });
+    const wanted = new Set(["edge", "huge", ...Array.from({ length: 4100 }, (_, index) => `p${index}`).filter((_, index) => index % 7 === 0 || index >= 4095)]);
+    const reading = readAptLists(lists, ["deb http://deb.debian.org/debian bookworm main"], "amd64", wanted);
+    const expected = [...wanted].filter((name) => name !== "huge").map((name) => [downloadKey(name, "1.0", "amd64"), { url: `http://deb.debian.org/debian/pool/main/${name}.deb` }]);
+    expect([...reading.downloads].sort()).toEqual(expected.sort());
+  });
 });
 
 describe("dpkg status", () => {
