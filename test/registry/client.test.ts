@@ -6,6 +6,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { digestOf } from "../../engine/key.js";
 import { RegistryClient, type UploadSession, type UploadSessions } from "../../registry/client.js";
 import { authFiles, findCredentials } from "../../registry/credentials.js";
 import { RegistryError } from "../../registry/errors.js";
@@ -139,7 +140,6 @@ describe("transport", () => {
       // manifest PUT that checks its blobs while another client links the same ones can see an
       // empty link and answer 400 DIGEST_INVALID (a CI run hit it with two builds sharing a cache).
       const layer = randomBytes(64 << 10);
-      const digestOf = (bytes: Buffer): string => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
       const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [digestOf(layer)] } }));
       const manifest = Buffer.from(JSON.stringify({
         schemaVersion: 2,
