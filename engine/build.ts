@@ -18,7 +18,7 @@ import { haveAttrTools } from "./layers/host-metadata.js";
 import { MissingToolError, TOOL_NOT_INSTALLED, ToolVersions } from "./tools.js";
 import { machineArch } from "./config/load.js";
 import type { Arch, Attestations, ToolSpec } from "./types.js";
-import { writeTargets } from "./outputs.js";
+import { StagedOutputs, writeTargets } from "./outputs.js";
 import { writeAttestations, type AttestSettings } from "./provenance/attestations.js";
 import { stopDescendants } from "./processes.js";
 import { stopWorkers } from "./workers.js";
@@ -251,7 +251,10 @@ export class Build {
   private readonly remoteArtifacts = new Map<Digest, { entry: RemoteEntry; output: string }>();
   /** A registry's entry was refused where its content was needed: another round builds it here. */
   private refusedEntry = false;
-  /** Blobs this build wrote into the store: copied out without hashing them again. */
+  /** Copies of blob targets, begun as their steps finish. */
+  private readonly staged: StagedOutputs;
+  /** The target each step output is copied to early ("stepId\0output" → target name). */
+  private stagedTargets = new Map<string, string>();
   private readonly timings: Array<{ id: string; kind: string; status: StepStatus | "skipped"; ms: number }> = [];
 
   constructor(
@@ -261,6 +264,7 @@ export class Build {
   ) {
     this.context = new BuildContext(settings, (message) => this.emit({ type: "warning", message }));
     this.queue = new PQueue({ concurrency: Math.max(1, settings.jobs) });
+    this.staged = new StagedOutputs(resolve(settings.outDir));
     const shared = settings.cache ? new SharedCache(settings.cache, { store: this.context.store, layers: this.context.layers, cacheDir: settings.cacheDir }, emit) : undefined;
     this.shared = shared?.active ? shared : undefined;
   }
@@ -269,6 +273,7 @@ export class Build {
     const started = performance.now();
     const targets = new Map([...this.graph.targets].filter(([name]) => targetNames.includes(name)));
     const needed = neededSteps(this.graph, [...targets.values()].map((edge) => edge.from));
+    this.stagedTargets = new Map([...targets].reverse().map(([name, edge]) => [`${edge.from}\0${edge.output}`, name])); // the first target of an output
     this.emit({
       type: "plan",
       targets: [...targets.keys()],
@@ -319,6 +324,7 @@ export class Build {
       }
       await this.heal(outcomes);
     }
+    await this.staged.discard();
     await this.shared?.settle();
     this.emit({ type: "summary", ms: Math.round(performance.now() - started), steps: this.timings });
     this.context.saveMemos();
@@ -383,7 +389,13 @@ export class Build {
       const local = await this.localArtifacts(inputs, last);
       if (!local) return { status: "deferred", key };
       this.emit({ type: "step-start", id: step.id, kind, key });
-      const runner = new StepRunner(this.context, prepared, local, key, this.emit, this.takesInputTree(step));
+      const stageOutput = (output: string, file: string): ((digest: Digest) => void) | undefined => {
+        const target = this.stagedTargets.get(`${step.id}\0${output}`);
+        if (target === undefined || this.interrupted) return undefined;
+        this.staged.stage(target, file);
+        return (digest) => this.staged.settle(target, digest);
+      };
+      const runner = new StepRunner(this.context, prepared, local, key, this.emit, this.takesInputTree(step), stageOutput);
       const { outputs, provenance } = await runner.run();
       const ms = Math.round(performance.now() - started);
       const record: ActionRecord = { schema: 1, key, kind, stepId: step.id, preimage, createdAt: new Date().toISOString(), ms, outputs, ...(provenance ? { provenance } : {}) };
@@ -428,6 +440,7 @@ export class Build {
   /** The end of an interrupted build: nothing of it is left in the cache or the output directory. */
   private async finishInterrupted(signal: NodeJS.Signals): Promise<BuildResult> {
     await this.stoppingWork;
+    await this.staged.discard();
     const own = { pid: process.pid };
     for (const dir of ["scratch", "tmp-osbuild"]) removeLeftovers(join(this.settings.cacheDir, dir), own);
     removeLeftovers(resolve(this.settings.outDir), { ...own, prefix: ".", labels: ["out", "old"] });
@@ -541,7 +554,7 @@ export class Build {
     }
     let outputs: Record<string, string> = {};
     try {
-      outputs = await writeTargets(this.context, available, this.emit);
+      outputs = await writeTargets(this.context, available, this.emit, this.staged);
     } catch (error) {
       if (error instanceof CorruptContentError) {
         this.corrupt.add(error.digest);

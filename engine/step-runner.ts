@@ -42,6 +42,8 @@ export class StepRunner {
     private readonly emit: EventSink,
     /** Move the input's cached tree into the scratch instead of copying it (see Build). */
     private readonly takeInputTree = false,
+    /** Told of each blob output file before the store takes it (a target's copy begins: StagedOutputs); what it returns is told the digest. */
+    private readonly stageOutput?: (output: string, file: string) => ((digest: Digest) => void) | undefined,
   ) {
     this.scratch = join(context.settings.cacheDir, "scratch", ownedName(prepared.step.id));
     const logDir = join(context.settings.cacheDir, "logs", context.scope);
@@ -145,7 +147,9 @@ export class StepRunner {
       const file = pathOf(name);
       const stats = await stat(file).catch(() => undefined);
       if (!stats?.isFile()) throw new StepFailure(`the step did not write its output${names.length > 1 ? ` '${name}'` : ""} (expected a file at outputPath(${names.length > 1 ? `'${name}'` : ""}))`);
+      const settle = this.stageOutput?.(name, file);
       const stored = await this.context.store.adoptFile(file, (digest) => `osbuild:blob:${digest}`, { stepId: step.id, output: name });
+      settle?.(stored.digest);
       outputs[name] = { kind: "blob", digest: stored.digest, size: stored.size };
     }
     return outputs;

@@ -14,7 +14,7 @@
 // layers', and no xattrs in the layers or on disk, so no order of theirs to differ), the tool
 // runs without one: the same calls get the same answers, and the image the same bytes.
 
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, lstatSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ExecOptions, ExecResult, FileEntry, ToolSpec } from "../../engine/index.js";
@@ -36,8 +36,11 @@ export const FAKEROOT_TOOLS: readonly ToolSpec[] = [
  * environment to the filesystem tool it runs.
  */
 export async function withLayerMetadata<T>(exec: Exec, tree: string, entries: readonly FileEntry[], workDir: string, work: (env: Record<string, string>) => Promise<T>): Promise<T> {
+  // Only as root can the disk agree; getfattr then walks the tree while this thread stats it.
+  const layerXattrs = entries.some((entry) => entry.xattrs && Object.keys(entry.xattrs).length > 0);
+  const diskXattrs = process.getuid?.() === 0 && !layerXattrs ? hasDiskXattrs(tree) : undefined;
   const { database, diskAgrees } = fakedDatabase(tree, entries);
-  if (diskAgrees && !entries.some((entry) => entry.xattrs && Object.keys(entry.xattrs).length > 0) && !hasDiskXattrs(tree)) return work({});
+  if (diskAgrees && diskXattrs && !(await diskXattrs)) return work({});
   const faked = await startFaked(database);
   try {
     const env = { FAKEROOTKEY: faked.key, LD_PRELOAD: libfakeroot() };
@@ -77,10 +80,16 @@ function fakedDatabase(tree: string, entries: readonly FileEntry[]): { database:
 }
 
 /** Whether anything in the tree has an xattr (of any namespace: a host's SELinux labels too). */
-function hasDiskXattrs(tree: string): boolean {
-  const result = spawnSync("getfattr", ["-R", "-h", "-m", "-", "--absolute-names", "."], { cwd: tree, encoding: "utf8", maxBuffer: 64 << 20, env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" } });
-  if (result.error || result.status !== 0) return true; // cannot tell: the session decides
-  return result.stdout.trim() !== "";
+function hasDiskXattrs(tree: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const child = spawn("getfattr", ["-R", "-h", "-m", "-", "--absolute-names", "."], { cwd: tree, stdio: ["ignore", "pipe", "ignore"], env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" } });
+    let found = false;
+    child.stdout.on("data", (chunk: Buffer) => {
+      if (!found && chunk.toString("latin1").trim() !== "") found = true;
+    });
+    child.on("error", () => resolve(true)); // cannot tell: the session decides
+    child.on("close", (code) => resolve(found || code !== 0));
+  });
 }
 
 /** glibc's makedev: the dev_t that stat(2) reports for a major and minor number. */
