@@ -101,7 +101,7 @@ async function reflink(source: string, target: string): Promise<boolean> {
  * (a new name) that leaves runs of zeros as holes. dd writes it with O_DIRECT, in 1 MiB
  * blocks, so the copy takes no page cache: writing a fresh 150 MB of it costs more than the
  * disk does where memory new to the page cache is slow to touch (here, in a VM, a 256 MiB disk
- * image: 0.55 s by cp, 0.15 s by dd; bench/README.md). Where the filesystem refuses O_DIRECT,
+ * image: 0.55 s by cp, 0.15 s by dd; README, "How it works"). Where the filesystem refuses O_DIRECT,
  * cp copies it through the page cache.
  */
 async function sparseCopy(source: string | number, target: string): Promise<void> {

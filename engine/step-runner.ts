@@ -20,6 +20,7 @@ import { hashFile, ownedName } from "./store.js";
 import { machineArch } from "./config/load.js";
 import { toolEnvironment } from "./tool-environment.js";
 import { TOOL_NOT_INSTALLED } from "./tools.js";
+import { prestartWorker } from "./workers.js";
 import type { BlobInput, ExecOptions, ExecResult, RootfsInput, Tree } from "./types.js";
 import { ProvenanceRecorder } from "./provenance/record.js";
 import type { Digest } from "./key.js";
@@ -101,6 +102,7 @@ export class StepRunner {
           treeBase = rootfsOf([...base.layers, ...appended]);
           const root = join(this.scratch, "tree");
           this.writeLog(`preparing the tree (${this.takeInputTree ? "moving" : "copying"} the input's)`);
+          prestartWorker(); // for the commit, when the step is done (commitScratch)
           const baseline = await layers.scratchCopy(treeBase, root, { take: this.takeInputTree && appended.length === 0 });
           const overrides = emptyOverrides();
           const stepTree = new StepTree(root, overrides, this.context.asRoot, this.context.store.tmp, baseline, (archive, paths) => this.provenance.extracted(archive, paths));

@@ -49,6 +49,8 @@ let nextRequest = 0;
  * steps) do not pay.
  */
 const IDLE_MS = Number(process.env.OSBUILD_WORKER_IDLE_MS ?? 300);
+/** A worker started ahead of its task waits longer: the step before the task may take a while. */
+const PRESTARTED_IDLE_MS = Math.max(IDLE_MS, 2000);
 
 export async function runTask<N extends TaskName>(name: N, args: TaskArgs<N>): Promise<TaskResult<N>> {
   if (inProcess) {
@@ -90,6 +92,22 @@ export async function runTask<N extends TaskName>(name: N, args: TaskArgs<N>): P
   } finally {
     release(pooled);
   }
+}
+
+/**
+ * Starts a worker ahead of a task known to come (a step's commit, once its tree is ready and
+ * the step has run), so that the ~40 ms a worker takes to start and load its modules pass
+ * while this thread prepares the tree. It retires as an idle worker does if no task comes.
+ */
+export function prestartWorker(): void {
+  if (inProcess || stopped || pool.some((pooled) => !pooled.busy) || pool.length >= maxWorkers) return;
+  void acquire().then((pooled) => {
+    if (!pooled) return;
+    release(pooled);
+    if (pooled.busy) return; // a task waiting took it
+    clearTimeout(pooled.retireTimer);
+    pooled.retireTimer = setTimeout(() => retire(pooled), PRESTARTED_IDLE_MS).unref();
+  });
 }
 
 /**
