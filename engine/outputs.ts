@@ -144,9 +144,14 @@ export class StagedOutputs {
   /** Starts copying `file`, the step's output that `target` names; reflinks where the filesystem can. */
   stage(target: string, file: string): void {
     void this.drop(target); // a copy from an earlier round of the build (Build.run) is of other bytes
-    mkdirSync(this.outDir, { recursive: true });
     const temp = join(this.outDir, `.${ownedName("out")}`);
-    const fd = openSync(file, "r");
+    let fd: number;
+    try {
+      mkdirSync(this.outDir, { recursive: true });
+      fd = openSync(file, "r");
+    } catch {
+      return; // writeTargets copies from the store, and reports what fails there
+    }
     const copied = (async (): Promise<boolean> => {
       try {
         if (!(await reflink(file, temp))) await sparseCopy(fd, temp);
