@@ -393,7 +393,7 @@ export class Build {
         const target = this.stagedTargets.get(`${step.id}\0${output}`);
         if (target === undefined || this.interrupted) return undefined;
         this.staged.stage(target, file);
-        return (digest) => this.staged.settle(target, digest);
+        return (digest) => this.staged.recordDigest(target, digest);
       };
       const runner = new StepRunner(this.context, prepared, local, key, this.emit, this.takesInputTree(step), stageOutput);
       const { outputs, provenance } = await runner.run();

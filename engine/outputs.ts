@@ -1,7 +1,7 @@
 // Writes targets to the output directory, atomically (temp name + rename), and skips those
 // already there: a blob becomes a file, a rootfs an OCI image layout directory. Bytes come
-// out of the store by reflink or an in-kernel sparse copy (placeFromStore), never a hardlink;
-// a blob this build makes is copied while the store hashes it (StagedOutputs).
+// out of the store by reflink or a sparse copy written past the page cache (placeFromStore),
+// never a hardlink; a blob this build makes is copied while the store hashes it (StagedOutputs).
 
 import { spawn } from "node:child_process";
 import { closeSync, constants, existsSync, linkSync, mkdirSync, openSync, renameSync, statSync } from "node:fs";
@@ -71,7 +71,7 @@ export function statKey(path: string): string {
  * this process:
  * - a reflink (FICLONE) where the filesystem can (btrfs, xfs, bcachefs): no bytes copied,
  *   and the output's blocks are copied on write, so writing to it never reaches the store;
- * - else a sparse copy by the kernel, outside the page cache (sparseCopy).
+ * - else a sparse copy, written past the page cache (sparseCopy).
  * Never a hardlink: the store's files are read-only (0444), but root writes through modes,
  * and a disk image is exactly what someone boots read-write, as root, in QEMU. Content this
  * process did not write into the store is hashed on the way out (the copy is what is hashed,
@@ -98,30 +98,42 @@ async function reflink(source: string, target: string): Promise<boolean> {
 
 /**
  * A copy of `source` (a path, or an open descriptor: it becomes the tool's stdin) at `target`
- * (a new name) that leaves runs of zeros as holes. dd writes it with O_DIRECT, in 1 MiB
- * blocks, so the copy takes no page cache: writing a fresh 150 MB of it costs more than the
- * disk does where memory new to the page cache is slow to touch (here, in a VM, a 256 MiB disk
- * image: 0.55 s by cp, 0.15 s by dd; README, "How it works"). Where the filesystem refuses O_DIRECT,
- * cp copies it through the page cache.
+ * (a new name) that leaves 1 MiB runs of zeros as holes. dd reads it (holes too) and writes
+ * the rest with O_DIRECT, so the copy's data takes no page cache: writing a fresh 150 MB into
+ * the page cache costs more than the disk does where memory new to it is slow to touch (here,
+ * in a VM, a 256 MiB disk image: 0.55 s by cp, 0.15 s by dd; README, "How it works"). Where the
+ * filesystem refuses O_DIRECT (EINVAL), cp copies it through the page cache; any other failure
+ * (no space, a signal) is the copy's.
  */
 async function sparseCopy(source: string | number, target: string): Promise<void> {
   const input = typeof source === "number" ? source : undefined;
   const from = input === undefined ? [`if=${source}`] : []; // dd reads its stdin without an if=
   try {
     await runCopier("dd", [...from, `of=${target}`, "bs=1M", "oflag=direct", "conv=sparse,excl", "status=none"], input, target);
-  } catch {
+  } catch (error) {
+    if (!(error instanceof CopyError && error.refusedDirectIo)) throw error;
     await rm(target, { force: true });
     await runCopier("cp", ["--sparse=always", "--reflink=never", "--no-preserve=all", input === undefined ? (source as string) : "/dev/stdin", target], input, target);
   }
 }
 
+class CopyError extends Error {
+  /** dd exited (no signal) saying EINVAL: the filesystem does not take O_DIRECT. */
+  readonly refusedDirectIo: boolean;
+
+  constructor(command: string, target: string, code: number | null, signal: NodeJS.Signals | null, stderr: string) {
+    super(`${command} could not write ${target}: ${stderr.trim() || (signal ? `killed by ${signal}` : `exit status ${code}`)}`);
+    this.refusedDirectIo = command === "dd" && signal === null && /Invalid argument/.test(stderr);
+  }
+}
+
 function runCopier(command: string, args: readonly string[], stdin: number | undefined, target: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: [stdin ?? "ignore", "ignore", "pipe"], env: toolEnvironment() });
+    const child = spawn(command, args, { stdio: [stdin ?? "ignore", "ignore", "pipe"], env: { ...toolEnvironment(), LC_ALL: "C" } });
     let stderr = "";
     child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     child.on("error", reject);
-    child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`${command} could not write ${target}: ${stderr.trim() || `exit status ${code}`}`))));
+    child.on("close", (code, signal) => (code === 0 ? resolve() : reject(new CopyError(command, target, code, signal, stderr))));
   });
 }
 
@@ -143,7 +155,7 @@ export class StagedOutputs {
 
   /** Starts copying `file`, the step's output that `target` names; reflinks where the filesystem can. */
   stage(target: string, file: string): void {
-    void this.drop(target); // a copy from an earlier round of the build (Build.run) is of other bytes
+    this.removals.push(this.drop(target)); // a copy from an earlier round of the build (Build.run) is of other bytes
     const temp = join(this.outDir, `.${ownedName("out")}`);
     let fd: number;
     try {
@@ -168,7 +180,7 @@ export class StagedOutputs {
   }
 
   /** Records the digest the store gave the bytes `target`'s copy is being made of. */
-  settle(target: string, digest: Digest): void {
+  recordDigest(target: string, digest: Digest): void {
     const copy = this.copies.get(target);
     if (copy) copy.digest = digest;
   }
@@ -181,9 +193,12 @@ export class StagedOutputs {
     return (await copy.copied) ? copy.temp : undefined;
   }
 
-  /** Removes `file` (an output just replaced) in the background, before `discard` returns. */
+  /**
+   * Removes `file` (an output just replaced) in the background, before `discard` returns. A
+   * removal that fails is left to the next build (removeLeftovers knows the name).
+   */
   removeLater(file: string): void {
-    this.removals.push(rm(file, { force: true }));
+    this.removals.push(rm(file, { force: true }).catch(() => undefined));
   }
 
   /** Removes every copy nothing took, and what removeLater was given. */
@@ -197,7 +212,7 @@ export class StagedOutputs {
     if (!copy) return;
     this.copies.delete(target);
     await copy.copied;
-    await rm(copy.temp, { force: true });
+    await rm(copy.temp, { force: true }).catch(() => undefined); // else the next build's removeLeftovers
   }
 }
 
@@ -209,11 +224,15 @@ async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"]
     const old = statSync(path, { throwIfNoEntry: false });
     if (old?.isDirectory()) await rm(path, { recursive: true });
     // Freeing the last output's blocks and pages (a disk image's: ~0.1 s of kernel time)
-    // waits for no one: it keeps a name of its own until the build's end (StagedOutputs).
+    // waits for no one: the rename drops a name of it, and a second name, removed in the
+    // background, frees it (StagedOutputs.removeLater; the build waits for it at its end).
     let trash = old?.isFile() ? join(path, "..", `.${ownedName("old")}`) : undefined;
     if (trash && !tryLink(path, trash)) trash = undefined; // no hardlinks there: the rename frees it
-    await rename(temp, path);
-    if (trash) outputs.removeLater(trash);
+    try {
+      await rename(temp, path);
+    } finally {
+      if (trash) outputs.removeLater(trash);
+    }
   } finally {
     await rm(temp, { force: true });
   }

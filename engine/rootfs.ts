@@ -103,7 +103,9 @@ export class Layers {
       const merged = (): Promise<MergedView> => Promise.all(rootfs.layers.map((layer) => this.toc(layer))).then((tocs) => MergedView.of(tocs));
       // A step's output is its input plus one layer: with the input's view at hand, only that layer is merged.
       const parent = rootfs.layers.length > 1 ? this.views.get(rootfsOf(rootfs.layers.slice(0, -1)).digest) : undefined;
-      pending = parent ? Promise.all([parent, this.toc(rootfs.layers[rootfs.layers.length - 1]!)]).then(([base, top]) => MergedView.extend(base, top) ?? merged()) : merged();
+      pending = parent
+        ? Promise.all([parent.catch(() => undefined), this.toc(rootfs.layers[rootfs.layers.length - 1]!)]).then(([base, top]) => (base && MergedView.extend(base, top)) || merged())
+        : merged();
       this.views.set(rootfs.digest, pending);
       pending.catch(() => this.views.delete(rootfs.digest));
     }

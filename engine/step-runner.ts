@@ -102,7 +102,7 @@ export class StepRunner {
           treeBase = rootfsOf([...base.layers, ...appended]);
           const root = join(this.scratch, "tree");
           this.writeLog(`preparing the tree (${this.takeInputTree ? "moving" : "copying"} the input's)`);
-          prestartWorker(); // for the commit, when the step is done (commitScratch)
+          prestartWorker(); // for the layer work ahead: extracting the tree, or committing the step's changes
           const baseline = await layers.scratchCopy(treeBase, root, { take: this.takeInputTree && appended.length === 0 });
           const overrides = emptyOverrides();
           const stepTree = new StepTree(root, overrides, this.context.asRoot, this.context.store.tmp, baseline, (archive, paths) => this.provenance.extracted(archive, paths));
@@ -149,9 +149,9 @@ export class StepRunner {
       const file = pathOf(name);
       const stats = await stat(file).catch(() => undefined);
       if (!stats?.isFile()) throw new StepFailure(`the step did not write its output${names.length > 1 ? ` '${name}'` : ""} (expected a file at outputPath(${names.length > 1 ? `'${name}'` : ""}))`);
-      const settle = this.stageOutput?.(name, file);
+      const recordDigest = this.stageOutput?.(name, file);
       const stored = await this.context.store.adoptFile(file, (digest) => `osbuild:blob:${digest}`, { stepId: step.id, output: name });
-      settle?.(stored.digest);
+      recordDigest?.(stored.digest);
       outputs[name] = { kind: "blob", digest: stored.digest, size: stored.size };
     }
     return outputs;

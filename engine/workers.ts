@@ -49,8 +49,8 @@ let nextRequest = 0;
  * steps) do not pay.
  */
 const IDLE_MS = Number(process.env.OSBUILD_WORKER_IDLE_MS ?? 300);
-/** A worker started ahead of its task waits longer: the step before the task may take a while. */
-const PRESTARTED_IDLE_MS = Math.max(IDLE_MS, 2000);
+/** A worker started ahead of its task waits longer (the step before the task may take a while), unless told otherwise. */
+const PRESTARTED_IDLE_MS = process.env.OSBUILD_WORKER_IDLE_MS ? IDLE_MS : 2000;
 
 export async function runTask<N extends TaskName>(name: N, args: TaskArgs<N>): Promise<TaskResult<N>> {
   if (inProcess) {
@@ -77,7 +77,7 @@ export async function runTask<N extends TaskName>(name: N, args: TaskArgs<N>): P
       };
       const onError = (error: Error): void => {
         cleanup();
-        pool.splice(pool.indexOf(pooled), 1);
+        leavePool(pooled);
         reject(error);
       };
       const cleanup = (): void => {
@@ -100,14 +100,20 @@ export async function runTask<N extends TaskName>(name: N, args: TaskArgs<N>): P
  * while this thread prepares the tree. It retires as an idle worker does if no task comes.
  */
 export function prestartWorker(): void {
-  if (inProcess || stopped || pool.some((pooled) => !pooled.busy) || pool.length >= maxWorkers) return;
+  if (inProcess || stopped) return;
+  const idle = pool.find((pooled) => !pooled.busy);
+  if (idle) return waitLonger(idle); // one is there already: it must not retire before the task comes
+  if (pool.length >= maxWorkers) return;
   void acquire().then((pooled) => {
     if (!pooled) return;
     release(pooled);
-    if (pooled.busy) return; // a task waiting took it
-    clearTimeout(pooled.retireTimer);
-    pooled.retireTimer = setTimeout(() => retire(pooled), PRESTARTED_IDLE_MS).unref();
+    if (!pooled.busy) waitLonger(pooled); // else a waiting task took it
   });
+}
+
+function waitLonger(pooled: PooledWorker): void {
+  clearTimeout(pooled.retireTimer);
+  pooled.retireTimer = setTimeout(() => retire(pooled), PRESTARTED_IDLE_MS).unref();
 }
 
 /**
@@ -132,7 +138,14 @@ async function acquire(): Promise<PooledWorker | undefined> {
   }
   if (pool.length < maxWorkers) {
     const worker = new Worker(new URL("./worker-main.js", import.meta.url));
-    const pooled = { worker, busy: true };
+    const pooled: PooledWorker = { worker, busy: true };
+    // A worker that fails or ends while idle (a prestarted one that could not start) leaves
+    // the pool; a task's own listeners report what happens while it runs one.
+    worker.on("error", () => leavePool(pooled));
+    worker.once("exit", (code) => {
+      leavePool(pooled);
+      pooled.abort?.(new Error(`a layer worker ended (exit code ${code}) before its task did`));
+    });
     pool.push(pooled);
     return pooled;
   }
@@ -158,8 +171,13 @@ function release(pooled: PooledWorker): void {
 
 function retire(pooled: PooledWorker): void {
   if (pooled.busy || !pool.includes(pooled)) return;
-  pool.splice(pool.indexOf(pooled), 1);
+  leavePool(pooled);
   void pooled.worker.terminate();
+}
+
+function leavePool(pooled: PooledWorker): void {
+  const index = pool.indexOf(pooled);
+  if (index >= 0) pool.splice(index, 1);
 }
 
 export function serializeError(error: unknown): SerializedError {

@@ -37,8 +37,9 @@ export class MergedView {
 
   /**
    * The view of `base`'s layers with `toc` on top: what `of` gives for the whole stack, for
-   * the cost of the top layer and a copy of the base's maps (a step's new layer on a rootfs
-   * of thousands of entries: a few ms instead of a full merge). Undefined when `base` had a
+   * the cost of the top layer, a copy of the base's maps and one sort of the entries (which
+   * resolving hardlinks walks in order): for a two-entry layer on 6,300 entries, ~5 ms
+   * instead of ~27 ms for a full merge here. Undefined when `base` had a
    * hardlink rewritten after its merge: its entries no longer hold what the layers said, and
    * the top layer could change how that link resolves, so only a full merge is exact.
    */

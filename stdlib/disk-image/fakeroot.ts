@@ -39,8 +39,14 @@ export async function withLayerMetadata<T>(exec: Exec, tree: string, entries: re
   // Only as root can the disk agree; getfattr then walks the tree while this thread stats it.
   const layerXattrs = entries.some((entry) => entry.xattrs && Object.keys(entry.xattrs).length > 0);
   const diskXattrs = process.getuid?.() === 0 && !layerXattrs ? hasDiskXattrs(tree) : undefined;
-  const { database, diskAgrees } = fakedDatabase(tree, entries);
-  if (diskAgrees && diskXattrs && !(await diskXattrs)) return work({});
+  let made: ReturnType<typeof fakedDatabase> | undefined;
+  try {
+    made = fakedDatabase(tree, entries);
+  } finally {
+    if (!made?.diskAgrees) diskXattrs?.stop(); // its answer no longer matters
+  }
+  const { database, diskAgrees } = made;
+  if (diskAgrees && diskXattrs && !(await diskXattrs.found)) return work({});
   const faked = await startFaked(database);
   try {
     const env = { FAKEROOTKEY: faked.key, LD_PRELOAD: libfakeroot() };
@@ -79,17 +85,23 @@ function fakedDatabase(tree: string, entries: readonly FileEntry[]): { database:
   return { database: `${lines.join("\n")}\n`, diskAgrees };
 }
 
-/** Whether anything in the tree has an xattr (of any namespace: a host's SELinux labels too). */
-function hasDiskXattrs(tree: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const child = spawn("getfattr", ["-R", "-h", "-m", "-", "--absolute-names", "."], { cwd: tree, stdio: ["ignore", "pipe", "ignore"], env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" } });
-    let found = false;
+/**
+ * Whether anything in the tree has an xattr (of any namespace: a host's SELinux labels too),
+ * asked of getfattr, which stops at the first one found (or when `stop` is called).
+ */
+function hasDiskXattrs(tree: string): { found: Promise<boolean>; stop(): void } {
+  const child = spawn("getfattr", ["-R", "-h", "-m", "-", "--absolute-names", "."], { cwd: tree, stdio: ["ignore", "pipe", "ignore"], env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" } });
+  let seen = false;
+  const found = new Promise<boolean>((resolve) => {
     child.stdout.on("data", (chunk: Buffer) => {
-      if (!found && chunk.toString("latin1").trim() !== "") found = true;
+      if (seen || chunk.toString("latin1").trim() === "") return;
+      seen = true;
+      child.kill(); // one is enough
     });
     child.on("error", () => resolve(true)); // cannot tell: the session decides
-    child.on("close", (code) => resolve(found || code !== 0));
+    child.on("close", (code) => resolve(seen || code !== 0));
   });
+  return { found, stop: () => void child.kill() };
 }
 
 /** glibc's makedev: the dev_t that stat(2) reports for a major and minor number. */

@@ -61,11 +61,33 @@ describe("MergedView.extend", () => {
       }
       extended++;
       expect(shape(view), `seed ${seed}`).toBe(shape(MergedView.of(tocs)));
-      // The base is untouched: extending copies what resolving hardlinks may rewrite.
+      // The base is untouched (extending copies what it changes), so it can be extended again
+      // with another top layer, as a step's input is for each new agent.
       expect(shape(base), `seed ${seed}`).toBe(shape(MergedView.of(tocs.slice(0, -1))));
+      const other = randomLayer(next, tocs.length - 1);
+      const again = MergedView.extend(base, other);
+      if (again) expect(shape(again), `seed ${seed}, another top`).toBe(shape(MergedView.of([...tocs.slice(0, -1), other])));
     }
     expect(extended).toBeGreaterThan(2000);
     expect(refused).toBeGreaterThan(0);
+  });
+
+  // Layer after layer: an extended view's children and link data must serve the next layer's
+  // whiteouts, opaque markers and hardlinks as a full merge's would.
+  it("stays exact when extended views are extended again, layer after layer", () => {
+    let chained = 0;
+    for (let seed = 1; seed <= 1000; seed++) {
+      const next = random(seed * 7919);
+      const tocs = Array.from({ length: 4 + Math.floor(next() * 4) }, (_, layer) => randomLayer(next, layer));
+      let view = MergedView.of(tocs.slice(0, 1));
+      for (let count = 2; count <= tocs.length; count++) {
+        const extended = MergedView.extend(view, tocs[count - 1]!);
+        if (extended) chained++;
+        view = extended ?? MergedView.of(tocs.slice(0, count));
+        expect(shape(view), `seed ${seed * 7919}, ${count} layers`).toBe(shape(MergedView.of(tocs.slice(0, count))));
+      }
+    }
+    expect(chained).toBeGreaterThan(2000);
   });
 
   it("resolves a lower layer's hardlink whose target the top layer deletes, as a full merge does", () => {
