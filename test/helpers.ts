@@ -159,3 +159,15 @@ export function unpackOciLayout(layout: string): string {
   }
   return dir;
 }
+
+/** mulberry32: a small deterministic generator, so that a random test's failure names the seed that makes it. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -23,7 +23,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSy
 import { join, relative } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { beforeAll, describe, expect, it } from "vitest";
-import { AGENT, isRoot, osbuild, REPO, sh, startOsbuild, tempDir } from "../helpers.js";
+import { AGENT, isRoot, osbuild, REPO, seededRandom as random, sh, startOsbuild, tempDir } from "../helpers.js";
 
 const FULL = process.env.OSBUILD_FAULTS === "full";
 /** Kills in the cold build (fetch-base, then provision), and in the agent rounds after it. */
@@ -54,18 +54,6 @@ interface Watched {
   /** When it was sent (ms after the start). */
   sentAt?: number;
   ms: number;
-}
-
-/** A small deterministic generator (mulberry32), so the moments follow from SEED. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

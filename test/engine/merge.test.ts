@@ -6,18 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { MergedView } from "../../engine/layers/merge.js";
 import type { Toc, TocEntry, TocFile } from "../../engine/layers/toc.js";
-
-/** mulberry32: a small seeded generator, so a failure names the seed that makes it. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom as random } from "../helpers.js";
 
 const PATHS = ["a", "a/b", "a/b/c", "a/b/d", "a/e", "f", "f/g", "h", "h/i", "h/j", "k"];
 
