@@ -18,7 +18,7 @@ import { haveAttrTools } from "./layers/host-metadata.js";
 import { MissingToolError, TOOL_NOT_INSTALLED, ToolVersions } from "./tools.js";
 import { machineArch } from "./config/load.js";
 import type { Arch, Attestations, ToolSpec } from "./types.js";
-import { StagedOutputs, writeTargets } from "./outputs.js";
+import { StagedOutputs, removeOutputLeftovers, writeTargets } from "./outputs.js";
 import { writeAttestations, type AttestSettings } from "./provenance/attestations.js";
 import { stopDescendants } from "./processes.js";
 import { stopWorkers } from "./workers.js";
@@ -443,7 +443,7 @@ export class Build {
     await this.staged.discard();
     const own = { pid: process.pid };
     for (const dir of ["scratch", "tmp-osbuild"]) removeLeftovers(join(this.settings.cacheDir, dir), own);
-    removeLeftovers(resolve(this.settings.outDir), { ...own, prefix: ".", labels: ["out", "old"] });
+    removeOutputLeftovers(resolve(this.settings.outDir), own);
     this.context.saveMemos();
     this.context.layers.releaseLeases();
     this.context.releaseCache();

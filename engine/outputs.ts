@@ -30,7 +30,7 @@ interface OutputState {
 export async function writeTargets(context: BuildContext, targets: ReadonlyMap<string, StoredArtifact>, emit: EventSink, staged: StagedOutputs): Promise<Record<string, string>> {
   const outDir = resolve(context.settings.outDir);
   mkdirSync(outDir, { recursive: true });
-  removeLeftovers(outDir, { prefix: ".", labels: ["out", "old"] }); // what killed builds left half-written or half-removed
+  removeOutputLeftovers(outDir); // what killed builds left half-written or half-removed
   const stateFile = join(context.settings.cacheDir, "memo", "outputs.json");
   const state = readMemoFile<Record<string, OutputState>>(stateFile, {});
   const written: Record<string, string> = {};
@@ -54,6 +54,19 @@ export async function writeTargets(context: BuildContext, targets: ReadonlyMap<s
   );
   if (stateChanged) writeMemoFile(stateFile, state);
   return written;
+}
+
+/**
+ * A name of this process's own in the output directory `dir`: for an output being written
+ * ("out") or one being replaced ("old"). Hidden, and what removeOutputLeftovers clears.
+ */
+function outputScratch(dir: string, label: "out" | "old"): string {
+  return join(dir, `.${ownedName(label)}`);
+}
+
+/** Removes what builds left in `outDir` under outputScratch names: every build's, or one process's (`pid`). */
+export function removeOutputLeftovers(outDir: string, owner: { pid?: number } = {}): void {
+  removeLeftovers(outDir, { ...owner, prefix: ".", labels: ["out", "old"] });
 }
 
 /** What tells that a file in the output directory is still the one written (changed by no one since). */
@@ -145,7 +158,7 @@ function runCopier(command: string, args: readonly string[], stdin: number | und
  * the store moves it, so it copies the very bytes the store hashes. writeTargets moves a copy
  * into place once the target's digest is the one the store gave those bytes; a copy nothing
  * takes (the output was up to date, the build failed) is removed by `discard`, or, after a
- * crash, by the next build's removeLeftovers (it has the temporary outputs' names).
+ * crash, by the next build's removeOutputLeftovers (they have outputScratch names).
  */
 export class StagedOutputs {
   private readonly copies = new Map<string, { temp: string; copied: Promise<boolean>; digest?: Digest }>();
@@ -156,7 +169,7 @@ export class StagedOutputs {
   /** Starts copying `file`, the step's output that `target` names; reflinks where the filesystem can. */
   stage(target: string, file: string): void {
     this.removals.push(this.drop(target)); // a copy from an earlier round of the build (Build.run) is of other bytes
-    const temp = join(this.outDir, `.${ownedName("out")}`);
+    const temp = outputScratch(this.outDir, "out");
     let fd: number;
     try {
       mkdirSync(this.outDir, { recursive: true });
@@ -195,7 +208,7 @@ export class StagedOutputs {
 
   /**
    * Removes `file` (an output just replaced) in the background, before `discard` returns. A
-   * removal that fails is left to the next build (removeLeftovers knows the name).
+   * removal that fails is left to the next build (removeOutputLeftovers knows the name).
    */
   removeLater(file: string): void {
     this.removals.push(rm(file, { force: true }).catch(() => undefined));
@@ -212,13 +225,13 @@ export class StagedOutputs {
     if (!copy) return;
     this.copies.delete(target);
     await copy.copied;
-    await rm(copy.temp, { force: true }).catch(() => undefined); // else the next build's removeLeftovers
+    await rm(copy.temp, { force: true }).catch(() => undefined); // else the next build's removeOutputLeftovers
   }
 }
 
 /** Puts the blob at `path`: a copy already made (`staged`), else one from the store. */
 async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"], path: string, outputs: StagedOutputs, staged?: string): Promise<void> {
-  const temp = staged ?? join(path, "..", `.${ownedName("out")}`);
+  const temp = staged ?? outputScratch(join(path, ".."), "out");
   try {
     if (!staged) await placeFromStore(context, digest, temp);
     const old = statSync(path, { throwIfNoEntry: false });
@@ -226,7 +239,7 @@ async function writeBlob(context: BuildContext, digest: StoredArtifact["digest"]
     // Freeing the last output's blocks and pages (a disk image's: ~0.1 s of kernel time)
     // waits for no one: the rename drops a name of it, and a second name, removed in the
     // background, frees it (StagedOutputs.removeLater; the build waits for it at its end).
-    let trash = old?.isFile() ? join(path, "..", `.${ownedName("old")}`) : undefined;
+    let trash = old?.isFile() ? outputScratch(join(path, ".."), "old") : undefined;
     if (trash && !tryLink(path, trash)) trash = undefined; // no hardlinks there: the rename frees it
     try {
       await rename(temp, path);
@@ -262,7 +275,7 @@ export function ociDocuments(settings: Pick<BuildSettings, "arch" | "sourceDateE
  * from the store (placeFromStore).
  */
 async function writeOciLayout(context: BuildContext, artifact: Extract<StoredArtifact, { kind: "rootfs" }>, path: string, previous: Record<string, string>): Promise<Record<string, string>> {
-  const temp = join(path, "..", `.${ownedName("out")}`);
+  const temp = outputScratch(join(path, ".."), "out");
   const blobs = join(temp, "blobs", "sha256");
   const layerStats: Record<string, string> = {};
   try {
@@ -284,7 +297,7 @@ async function writeOciLayout(context: BuildContext, artifact: Extract<StoredArt
       JSON.stringify(imageIndex([{ mediaType: MEDIA_TYPES.manifest, digest: manifest.digest, size: manifest.size, annotations: { "org.opencontainers.image.ref.name": "latest" } }])),
     );
     if (existsSync(path)) {
-      const trash = join(path, "..", `.${ownedName("old")}`);
+      const trash = outputScratch(join(path, ".."), "old");
       renameSync(path, trash);
       renameSync(temp, path);
       await rm(trash, { recursive: true, force: true });

@@ -95,9 +95,10 @@ export async function runTask<N extends TaskName>(name: N, args: TaskArgs<N>): P
 }
 
 /**
- * Starts a worker ahead of a task known to come (a step's commit, once its tree is ready and
- * the step has run), so that the ~40 ms a worker takes to start and load its modules pass
- * while this thread prepares the tree. It retires as an idle worker does if no task comes.
+ * Starts a worker ahead of a task known to come (a rootfs step's: extracting its tree, or
+ * committing its changes once it has run), so that the ~40 ms a worker takes to start and
+ * load its modules pass while this thread prepares the tree. It retires, later than an idle
+ * worker does, if no task comes.
  */
 export function prestartWorker(): void {
   if (inProcess || stopped) return;
