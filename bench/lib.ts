@@ -6,7 +6,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Measured } from "./measure.js";
+import type { Measured, PeakProcess } from "./measure.js";
 
 export const REPO = fileURLToPath(new URL("../..", import.meta.url));
 export const OSBUILD = join(REPO, "bin", "osbuild.js");
@@ -19,6 +19,8 @@ export interface Timed {
   cpuMs: number;
   /** Peak resident memory of the whole process tree (see measure.ts), in bytes. */
   peakBytes: number;
+  /** The tree at that peak, process by process (empty when GNU time saw one process hold more than any sample did). */
+  peakTree: PeakProcess[];
   stdout: string;
   stderr: string;
 }
@@ -35,7 +37,8 @@ export function timed(command: string, args: readonly string[], options: { cwd?:
     if (result.status !== 0) throw new Error(`${command} ${args.join(" ")} failed (${result.status}):\n${result.stdout.slice(-4000)}\n${result.stderr.slice(-4000)}`);
     const measured = JSON.parse(readFileSync(resultFile, "utf8")) as Measured;
     // A process that peaked between two samples still counts: the tree held at least that much.
-    return { ms: measured.wallMs, cpuMs: measured.cpuMs, peakBytes: Math.max(measured.peakTreeBytes, measured.maxRssBytes), stdout: result.stdout, stderr: result.stderr };
+    const sampled = measured.peakTreeBytes >= measured.maxRssBytes;
+    return { ms: measured.wallMs, cpuMs: measured.cpuMs, peakBytes: Math.max(measured.peakTreeBytes, measured.maxRssBytes), peakTree: sampled ? measured.peakTree : [], stdout: result.stdout, stderr: result.stderr };
   } finally {
     rmSync(resultFile, { force: true });
     rmSync(`${resultFile}.time`, { force: true });

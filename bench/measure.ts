@@ -12,6 +12,10 @@
 //   its fullest, as the kernel accounts each process. (GNU time's %M, kept as `maxRssBytes`,
 //   is the largest single process only.) Page cache is not counted: the files the build writes
 //   are its output, not its memory.
+// - what the tree held at that peak, process by process (`peakTree`: the command's name, its
+//   resident and its anonymous bytes), so that a missed memory goal says what made it. A
+//   child that a process forked and that has not yet exec'd shows its parent's name and
+//   holds a copy of its parent's anonymous pages' mappings, which the kernel counts again.
 //
 // The command's stdout and stderr pass through. This file runs as a separate process so that
 // the caller can use spawnSync and still have the tree sampled while it runs.
@@ -19,10 +23,19 @@
 import { spawn } from "node:child_process";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 
+/** One process of the tree at its peak. */
+export interface PeakProcess {
+  command: string;
+  residentBytes: number;
+  /** Resident but not shared with a file (statm's resident minus shared): heaps, stacks, buffers. */
+  anonymousBytes: number;
+}
+
 export interface Measured {
   wallMs: number;
   cpuMs: number;
   peakTreeBytes: number;
+  peakTree: PeakProcess[];
   maxRssBytes: number;
   status: number;
 }
@@ -54,21 +67,21 @@ function descendants(pid: number, into: Set<number>): void {
   }
 }
 
-function residentBytes(pid: number): number {
+function processMemory(pid: number): PeakProcess | undefined {
   try {
-    return Number(readFileSync(`/proc/${pid}/statm`, "utf8").split(" ")[1]) * PAGE;
+    const [, resident, shared] = readFileSync(`/proc/${pid}/statm`, "utf8").split(" ").map(Number) as [number, number, number];
+    const command = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+    return { command, residentBytes: resident * PAGE, anonymousBytes: (resident - shared) * PAGE };
   } catch {
-    return 0; // exited meanwhile
+    return undefined; // exited meanwhile
   }
 }
 
 /** The tree below `root` (GNU time), without `root` itself: time's own few pages are not the command's. */
-function treeBytes(root: number): number {
+function tree(root: number): PeakProcess[] {
   const pids = new Set<number>();
   descendants(root, pids);
-  let sum = 0;
-  for (const pid of pids) sum += residentBytes(pid);
-  return sum;
+  return [...pids].map(processMemory).filter((found): found is PeakProcess => found !== undefined);
 }
 
 async function main(): Promise<void> {
@@ -81,8 +94,12 @@ async function main(): Promise<void> {
   const started = performance.now();
   const child = spawn("/usr/bin/time", ["-o", timeFile, "-f", "%U %S %M", command, ...args], { stdio: "inherit" });
   let peak = 0;
+  let peakTree: PeakProcess[] = [];
   const sample = (): void => {
-    if (child.pid !== undefined) peak = Math.max(peak, treeBytes(child.pid));
+    if (child.pid === undefined) return;
+    const now = tree(child.pid);
+    const bytes = now.reduce((sum, found) => sum + found.residentBytes, 0);
+    if (bytes > peak) [peak, peakTree] = [bytes, now];
   };
   const timer = setInterval(sample, INTERVAL_MS);
   setImmediate(sample);
@@ -92,7 +109,7 @@ async function main(): Promise<void> {
   // time writes "Command exited with non-zero status N" before the figures when it fails.
   const figures = readFileSync(timeFile, "utf8").trim().split("\n").pop()!.split(" ");
   const [user, system, maxRssKiB] = figures.map(Number) as [number, number, number];
-  const measured: Measured = { wallMs, cpuMs: (user + system) * 1000, peakTreeBytes: peak, maxRssBytes: maxRssKiB * 1024, status };
+  const measured: Measured = { wallMs, cpuMs: (user + system) * 1000, peakTreeBytes: peak, peakTree, maxRssBytes: maxRssKiB * 1024, status };
   writeFileSync(resultFile, JSON.stringify(measured));
   process.exitCode = status;
 }

@@ -15,6 +15,8 @@ export interface Side {
   cpuMs: number;
   /** The largest of the runs. */
   peakMiB: number;
+  /** That run's process tree at its peak (bench/run.ts describeTree), when it was sampled. */
+  peakTree?: string;
   runsMs: number[];
 }
 

@@ -162,7 +162,7 @@ function timedAsync(command: string, args: readonly string[], cwd: string): Prom
     child.on("close", (code) => {
       if (code !== 0) return reject(new Error(`${command} ${args.join(" ")} failed (${code}):\n${stdout}\n${stderr}`));
       const [user = 0, system = 0, peakKiB = 0] = (stderr.trim().split("\n").pop() ?? "").split(" ").map(Number);
-      resolve({ ms: performance.now() - started, cpuMs: (user + system) * 1000, peakBytes: Number.isFinite(peakKiB) ? peakKiB * 1024 : 0, stdout, stderr });
+      resolve({ ms: performance.now() - started, cpuMs: (user + system) * 1000, peakBytes: Number.isFinite(peakKiB) ? peakKiB * 1024 : 0, peakTree: [], stdout, stderr });
     });
   });
 }
